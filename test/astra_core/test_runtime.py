@@ -1,0 +1,113 @@
+"""Streaming inference equals a full recompute over the same history, and behaves on bad input."""
+
+import numpy as np
+import pytest
+
+from astra_core.runtime import AstraPolicy, FullRecomputePolicy
+
+KINDS = ["discrete_se2", "discrete_pose6d", "continuous_pose6d"]
+
+
+def drive(policies, cameras, steps, seed=0, size=(40, 48)):
+    """Feed identical frames and executed actions to every policy; return head outputs per step."""
+    rng = np.random.default_rng(seed)
+    outs = [[] for _ in policies]
+    for _ in range(steps):
+        frames = {c: rng.integers(0, 256, (*size, 3), dtype=np.uint8) for c in cameras}
+        results = [p.step(frames) for p in policies]
+        for o, r in zip(outs, results):
+            o.append(r)
+        # executed != proposed, as after safety clipping
+        executed = results[0].values + rng.normal(0, 0.05, results[0].values.shape)
+        for p in policies:
+            p.record_executed(executed)
+    return outs
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("attention", ["trajectory", "causal"])
+def test_streaming_equals_full_recompute(tiny_model_factory, kind, attention):
+    model = tiny_model_factory(action_space=kind, attention=attention, max_timesteps=5)
+    stream, full = AstraPolicy(model, "cpu", keep_steps=2), FullRecomputePolicy(model, "cpu", keep_steps=2)
+    for instruction in ["pick up the red cube", "now place it on the green plate"]:
+        stream.reset(instruction)
+        full.reset(instruction)
+        # 12 steps with a 5-step window: crosses the context limit several times
+        a, b = drive([stream, full], model.camera_names, steps=12)
+        for s, f in zip(a, b):
+            assert s.step == f.step
+            assert np.abs(s.head_output - f.head_output).max() <= 1e-4
+            np.testing.assert_allclose(s.model_values, f.model_values, atol=1e-4)
+        assert stream.history_length <= model.cfg.max_timesteps
+
+
+def test_streaming_equals_full_recompute_for_autoregressive_decoding(tiny_model_factory):
+    model = tiny_model_factory(action_decoding="autoregressive", max_timesteps=4)
+    stream, full = AstraPolicy(model, "cpu", keep_steps=1), FullRecomputePolicy(model, "cpu", keep_steps=1)
+    stream.reset("open the drawer")
+    full.reset("open the drawer")
+    a, b = drive([stream, full], model.camera_names, steps=7)
+    for s, f in zip(a, b):
+        assert np.abs(s.head_output - f.head_output).max() <= 1e-4
+
+
+def test_the_history_holds_the_executed_action_not_the_proposal(tiny_model_factory):
+    model = tiny_model_factory(action_space="continuous_pose6d")
+    p1, p2 = AstraPolicy(model, "cpu"), AstraPolicy(model, "cpu")
+    rng = np.random.default_rng(1)
+    frames = [{c: rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for c in model.camera_names} for _ in range(2)]
+    p1.reset("x")
+    p2.reset("x")
+    first = p1.step(frames[0])
+    p2.step(frames[0])
+    p1.record_executed(first.values)  # executed as proposed
+    p2.record_executed(first.values + 0.5)  # clipped / changed by the safety layer
+    assert not np.allclose(p1.step(frames[1]).head_output, p2.step(frames[1]).head_output)
+
+
+def test_reset_clears_the_history(tiny_model_factory):
+    model = tiny_model_factory()
+    policy = AstraPolicy(model, "cpu")
+    rng = np.random.default_rng(2)
+    frames = {c: rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for c in model.camera_names}
+    policy.reset("pick")
+    first = policy.step(frames)
+    policy.step(frames)
+    policy.reset("pick")
+    again = policy.step(frames)
+    assert again.step == 0 and policy.history_length == 1
+    np.testing.assert_allclose(first.head_output, again.head_output, atol=1e-6)
+
+
+def test_bad_input_is_rejected_with_a_clear_message(tiny_model_factory):
+    model = tiny_model_factory()
+    policy = AstraPolicy(model, "cpu")
+    good = {c: np.zeros((32, 32, 3), np.uint8) for c in model.camera_names}
+    with pytest.raises(RuntimeError, match="reset"):
+        policy.step(good)
+    with pytest.raises(ValueError, match="non-empty"):
+        policy.reset("   ")
+    policy.reset("pick the cube")
+    with pytest.raises(ValueError, match="missing \\['wrist'\\]"):
+        policy.step({"front": good["front"]})
+    with pytest.raises(ValueError, match="unexpected \\['side'\\]"):
+        policy.step({**good, "side": good["front"]})
+    with pytest.raises(ValueError, match="camera 'front': expected uint8"):
+        policy.step({**good, "front": good["front"].astype(np.float32)})
+    with pytest.raises(RuntimeError, match="before step"):
+        policy.record_executed(np.zeros(7))
+    out = policy.step(good)  # still usable after the errors
+    with pytest.raises(ValueError, match="non-finite"):
+        policy.record_executed(np.full(7, np.nan))
+    with pytest.raises(ValueError, match="shape"):
+        policy.record_executed(np.zeros(3))
+    policy.record_executed(out.values)
+    assert policy.step(good).step == 1
+
+
+def test_cameras_of_different_sizes_are_accepted(tiny_model_factory):
+    model = tiny_model_factory()
+    policy = AstraPolicy(model, "cpu")
+    policy.reset("pick")
+    out = policy.step({"front": np.zeros((48, 64, 3), np.uint8), "wrist": np.zeros((32, 32, 3), np.uint8)})
+    assert out.values.shape == (7,) and np.isfinite(out.values).all()
