@@ -74,9 +74,11 @@ class AstraConfig:
         return to_dict(self)
 
 
-@lru_cache(maxsize=64)
-def _cached_mask(L: int, M: int, N: int, T: int, queries: bool, attention: str, causal_actions: bool) -> torch.Tensor:
-    return attention_mask(L, M, N, T, queries, attention, causal_actions)
+@lru_cache(maxsize=128)
+def _cached_mask(L: int, M: int, N: int, T: int, queries: bool, attention: str, causal_actions: bool,
+                 device: torch.device) -> torch.Tensor:
+    """Masks depend only on sizes: build each once per device (training reuses a handful)."""
+    return attention_mask(L, M, N, T, queries, attention, causal_actions).to(device)
 
 
 class KVCache:
@@ -236,10 +238,11 @@ class Astra(nn.Module):
     # ----------------------------------------------------------------------------------------
     # transformer
 
-    def layout_mask(self, layout: TokenLayout) -> torch.Tensor:
+    def layout_mask(self, layout: TokenLayout, device: Optional[torch.device] = None) -> torch.Tensor:
         return _cached_mask(
             layout.prompt_len, layout.num_cameras, layout.action_dim, layout.num_steps,
             layout.action_queries, self.cfg.attention, not self.uses_queries,
+            torch.device(device) if device is not None else self.head_weight.device,
         )
 
     def forward_tokens(self, x: torch.Tensor, mask: torch.Tensor, cache: Optional[KVCache] = None) -> torch.Tensor:
@@ -271,7 +274,7 @@ class Astra(nn.Module):
         # Padded prompt tokens are hidden from every token (keys only).
         key_valid = torch.ones(B, layout.num_tokens, dtype=torch.bool, device=x.device)
         key_valid[:, : layout.prompt_len] = prompt_mask
-        mask = self.layout_mask(layout).to(x.device)[None, None] & key_valid[:, None, None, :]
+        mask = self.layout_mask(layout, x.device)[None, None] & key_valid[:, None, None, :]
         return x, mask
 
     def forward(

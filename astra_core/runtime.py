@@ -184,8 +184,8 @@ class AstraPolicy(_PolicyBase):
 
     def _run(self, tokens: torch.Tensor, positions: list[int], steps: int, commit: int) -> torch.Tensor:
         """Append ``tokens`` (1, S, E) at layout ``positions``; keep the first ``commit`` in the cache."""
-        full = self.model.layout_mask(self._layout(steps)).to(self.device)
-        mask = full[positions][:, self._cache_pos + positions]
+        full = self.model.layout_mask(self._layout(steps), torch.device("cpu"))
+        mask = full[positions][:, self._cache_pos + positions].to(self.device)
         hidden = self.model.forward_tokens(tokens, mask[None, None], self._cache)
         self._cache.length += commit
         self._cache_pos += positions[:commit]
