@@ -1,0 +1,24 @@
+# Astra for ROS 2 -- see README. Every target but `clean` runs setup first (fast when done).
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+VENV ?= .venv
+ENV := source $(VENV)/astra_env.sh
+
+.PHONY: setup test run bench clean
+
+setup:
+	ASTRA_VENV="$(abspath $(VENV))" bash scripts/setup.sh
+
+test: setup
+	$(ENV) && python -m pytest -q test
+
+run: setup
+	$(ENV) && python -m astra_sim.demo
+
+bench: setup
+	$(ENV) && python -m astra_core.bench.streaming --preset tiny
+
+# Build outputs only; the venv is kept (remove .venv by hand for a from-scratch setup).
+clean:
+	rm -rf build *.egg-info .pytest_cache
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +

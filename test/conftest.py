@@ -1,0 +1,48 @@
+"""Top-level pytest configuration for Astra for ROS 2.
+
+Sets the process environment BEFORE any test module imports rclpy or transformers:
+  * DDS stays on this machine (loopback UDP + shared memory, config/fastdds_loopback.xml);
+  * no Hugging Face hub lookups (none is reachable; a lookup hangs ~30 s before failing).
+Provides the ``ros_domain_id`` fixture: a distinct ROS_DOMAIN_ID per test, exported to the
+test's environment so that subprocesses it starts share it.
+"""
+import itertools
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+FASTDDS_PROFILE = REPO_ROOT / "config" / "fastdds_loopback.xml"
+
+# Forced, not defaulted: leaking DDS discovery onto the network is never wanted in tests.
+os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(FASTDDS_PROFILE)
+os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+# Domain ids 1..101 (0 is everyone's default). Start at an offset derived from this
+# process id so that concurrent pytest processes (xdist workers, parallel CI jobs on one
+# machine) are unlikely to pick the same ids, then walk through them.
+_DOMAIN_SPAN = 101
+_domain_counter = itertools.count((os.getpid() * 37) % _DOMAIN_SPAN)
+
+
+def next_ros_domain_id() -> int:
+    return 1 + next(_domain_counter) % _DOMAIN_SPAN
+
+
+@pytest.fixture
+def ros_domain_id(monkeypatch) -> int:
+    """A ROS_DOMAIN_ID of this test's own, set in os.environ (so subprocesses inherit it)
+    for the duration of the test. Pass it also to ``rclpy.init(domain_id=...)`` when
+    initialising rclpy in-process."""
+    domain_id = next_ros_domain_id()
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(domain_id))
+    return domain_id
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
