@@ -137,7 +137,9 @@ class _PolicyBase:
 
     def _encode_frames(self, frames: list[np.ndarray]) -> torch.Tensor:
         """Frames of one step -> image tokens (M, E); cameras of different sizes are encoded apart."""
-        tensors = [torch.from_numpy(np.ascontiguousarray(f)).to(self.device) for f in frames]
+        # Frames may be read-only views of a ROS message buffer: copy those (a frame is small).
+        tensors = [torch.from_numpy(np.ascontiguousarray(f) if f.flags.writeable else f.copy()).to(self.device)
+                   for f in frames]
         if len({t.shape for t in tensors}) == 1:
             return self.model.encode_images(torch.stack(tensors)[None, None])[0, 0]
         return torch.cat([self.model.encode_images(t[None, None, None])[0, 0] for t in tensors])
