@@ -35,6 +35,10 @@ class VisionConfig:
     image_size: int = 128  # images are resized to image_size x image_size
     pretrained_path: Optional[str] = None  # local HF directory (ResNetModel / ViTModel)
     freeze: bool = False
+    # resnet only. "avg": global average pooling (position is mostly lost). "spatial_softmax":
+    # per channel, the expected (x, y) of its activation (Levine et al. 2016) plus the average,
+    # so the single token per image still says *where* things are.
+    pooling: Literal["avg", "spatial_softmax"] = "avg"
     # resnet (transformers ResNetConfig): ResNet-18 is [64,128,256,512] / [2,2,2,2]
     hidden_sizes: list[int] = field(default_factory=lambda: [64, 128, 256, 512])
     depths: list[int] = field(default_factory=lambda: [2, 2, 2, 2])
@@ -50,6 +54,10 @@ class VisionConfig:
             raise ValueError(f"vision.kind={self.kind!r}: must be 'resnet' or 'vit'")
         if self.image_size < 16:
             raise ValueError(f"vision.image_size={self.image_size}: must be >= 16")
+        if self.pooling not in ("avg", "spatial_softmax"):
+            raise ValueError(f"vision.pooling={self.pooling!r}: must be 'avg' or 'spatial_softmax'")
+        if self.pooling != "avg" and self.kind != "resnet":
+            raise ValueError("vision.pooling applies to resnet; vit uses its CLS token")
         if len(self.hidden_sizes) != len(self.depths):
             raise ValueError("vision.hidden_sizes and vision.depths must have the same length")
 
@@ -101,7 +109,8 @@ class VisionEncoder(nn.Module):
                         layer_type="basic",
                     )
                 )
-            self.out_dim = self.backbone.config.hidden_sizes[-1]
+            channels = self.backbone.config.hidden_sizes[-1]
+            self.out_dim = 3 * channels if cfg.pooling == "spatial_softmax" else channels
         else:
             from transformers import ViTConfig, ViTModel
 
@@ -139,10 +148,25 @@ class VisionEncoder(nn.Module):
         lead = images.shape[:-3]
         x = self.preprocess(images.reshape(-1, *images.shape[-3:]))
         if self.cfg.kind == "resnet":
-            features = self.backbone(pixel_values=x).pooler_output.flatten(1)
+            out = self.backbone(pixel_values=x)
+            if self.cfg.pooling == "spatial_softmax":
+                features = spatial_softmax(out.last_hidden_state)
+            else:
+                features = out.pooler_output.flatten(1)
         else:
             features = self.backbone(pixel_values=x, interpolate_pos_encoding=True).last_hidden_state[:, 0]
         return features.reshape(*lead, -1)
+
+
+def spatial_softmax(fmap: torch.Tensor) -> torch.Tensor:
+    """(B, C, h, w) -> (B, 3C): expected x and y in [-1, 1] of each channel's softmax, and its mean."""
+    B, C, h, w = fmap.shape
+    attn = fmap.flatten(2).softmax(-1).view(B, C, h, w)
+    ys = torch.linspace(-1, 1, h, device=fmap.device, dtype=fmap.dtype)
+    xs = torch.linspace(-1, 1, w, device=fmap.device, dtype=fmap.dtype)
+    expected_x = (attn.sum(2) * xs).sum(-1)
+    expected_y = (attn.sum(3) * ys).sum(-1)
+    return torch.cat([expected_x, expected_y, fmap.mean((2, 3))], dim=1)
 
 
 class TextEncoder(nn.Module):

@@ -79,3 +79,29 @@ def test_vision_encoder_loads_pretrained_weights_from_a_local_directory(tmp_path
     assert feats.shape == (2, 3, loaded.out_dim)
     with pytest.raises(ValueError, match="uint8"):
         loaded(images.float())
+
+
+def test_spatial_softmax_pooling_reports_where_a_channel_fires():
+    from astra_core.encoders import spatial_softmax
+
+    fmap = torch.zeros(1, 2, 8, 8)
+    fmap[0, 0, 1, 6] = 50.0  # channel 0 fires at row 1, column 6
+    fmap[0, 1, 7, 0] = 50.0  # channel 1 at row 7, column 0
+    out = spatial_softmax(fmap)
+    xs, ys = out[0, :2], out[0, 2:4]
+    cols = torch.linspace(-1, 1, 8)
+    torch.testing.assert_close(xs, torch.stack([cols[6], cols[0]]), atol=1e-3, rtol=0)
+    torch.testing.assert_close(ys, torch.stack([cols[1], cols[7]]), atol=1e-3, rtol=0)
+
+
+def test_spatial_softmax_token_moves_with_the_object():
+    enc = VisionEncoder(VisionConfig(image_size=32, hidden_sizes=[8, 16], depths=[1, 1], embedding_size=8,
+                                     pooling="spatial_softmax")).eval()
+    assert enc.out_dim == 48
+    left = torch.zeros(1, 32, 32, 3, dtype=torch.uint8)
+    left[0, 10:16, 2:8] = 255
+    right = torch.zeros_like(left)
+    right[0, 10:16, 24:30] = 255
+    assert not torch.allclose(enc(left), enc(right))
+    with pytest.raises(ValueError, match="pooling"):
+        VisionConfig(kind="vit", pooling="spatial_softmax")
