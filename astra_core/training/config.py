@@ -1,0 +1,267 @@
+"""Training configuration: one validated dataclass tree, loaded from YAML plus ``key=value`` overrides.
+
+Example::
+
+    cfg = TrainConfig.load("config/train/tiny.yaml", ["data.root=/data/pick", "optim.lr=1e-4"])
+
+Every section rejects unknown keys with the list of valid ones, so a typo in a preset or on the
+command line fails at load time instead of silently training with a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import yaml
+
+
+@dataclass
+class DataConfig:
+    root: str = ""  # dataset directory written by astra_core.data.DatasetWriter
+    window: int = 8  # T: timesteps per training sample
+    val_fraction: float = 0.1  # fraction of episodes held out for validation (0 = none)
+    num_workers: int = 0  # DataLoader worker processes per rank
+
+    def validate(self) -> None:
+        if not self.root:
+            raise ValueError("data.root is required (the dataset directory)")
+        _check(self.window >= 1, "data.window", self.window, ">= 1")
+        _check(0.0 <= self.val_fraction < 1.0, "data.val_fraction", self.val_fraction, "in [0, 1)")
+        _check(self.num_workers >= 0, "data.num_workers", self.num_workers, ">= 0")
+
+
+@dataclass
+class ModelSection:
+    # A preset name (astra_core/presets/<name>.yaml) or a path to a model YAML file.
+    preset: str = "tiny"
+    # AstraConfig keys overriding the preset, e.g. {"n_layer": 2, "attention": "causal"}.
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if not self.preset:
+            raise ValueError("model.preset must name a preset or a model YAML file")
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 3e-4  # peak learning rate, reached at the end of warmup
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio at total_steps
+    warmup_steps: int = 100
+    weight_decay: float = 0.1  # matrices only; norms, biases and embeddings get none
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
+
+    def validate(self) -> None:
+        _check(self.lr > 0, "optim.lr", self.lr, "> 0")
+        _check(0.0 <= self.min_lr_ratio <= 1.0, "optim.min_lr_ratio", self.min_lr_ratio, "in [0, 1]")
+        _check(self.warmup_steps >= 0, "optim.warmup_steps", self.warmup_steps, ">= 0")
+        _check(self.weight_decay >= 0, "optim.weight_decay", self.weight_decay, ">= 0")
+        _check(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "optim.beta1/beta2", (self.beta1, self.beta2), "in [0, 1)")
+        _check(self.eps > 0, "optim.eps", self.eps, "> 0")
+        _check(self.grad_clip >= 0, "optim.grad_clip", self.grad_clip, ">= 0")
+
+
+@dataclass
+class CDLConfig:
+    alpha: float = 0.1  # weight of L_CDL in L = L_BC + alpha * L_CDL; 0 disables CDL entirely
+    num_negatives: int = 4  # negatives per anchor in the InfoNCE denominator
+    temperature: float = 0.1  # InfoNCE temperature on cosine similarities (see training/cdl.py)
+    normalize: bool = True  # cosine similarity; False + temperature 1 is the paper's raw f(x).f(y)
+    replace_prob: float = 0.5  # chance that a segment of a negative comes from another trajectory
+
+    def validate(self) -> None:
+        _check(self.alpha >= 0, "cdl.alpha", self.alpha, ">= 0")
+        _check(self.num_negatives >= 1, "cdl.num_negatives", self.num_negatives, ">= 1")
+        _check(self.temperature > 0, "cdl.temperature", self.temperature, "> 0")
+        _check(0.0 < self.replace_prob < 1.0, "cdl.replace_prob", self.replace_prob, "in (0, 1)")
+
+
+@dataclass
+class AugmentConfig:
+    """Strengths of the CDL positive-sample augmentation (paper section 3.3)."""
+
+    shift: float = 0.06  # max random shift (pad + crop) as a fraction of image height/width
+    brightness: float = 0.2  # multiplicative factor drawn from [1 - b, 1 + b]
+    contrast: float = 0.2
+    saturation: float = 0.2
+    action_noise_std: float = 0.05  # continuous: gaussian noise in normalised (z-score) units
+    action_bin_shift: int = 2  # discrete: uniform shift in [-k, k] bins
+
+    def validate(self) -> None:
+        _check(0.0 <= self.shift < 0.5, "augment.shift", self.shift, "in [0, 0.5)")
+        for name in ("brightness", "contrast", "saturation"):
+            value = getattr(self, name)
+            _check(0.0 <= value < 1.0, f"augment.{name}", value, "in [0, 1)")
+        _check(self.action_noise_std >= 0, "augment.action_noise_std", self.action_noise_std, ">= 0")
+        _check(self.action_bin_shift >= 0, "augment.action_bin_shift", self.action_bin_shift, ">= 0")
+
+
+@dataclass
+class TrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelSection = field(default_factory=ModelSection)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    cdl: CDLConfig = field(default_factory=CDLConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    batch_size: int = 32  # per process (rank); the global batch is batch_size * world_size
+    total_steps: int = 10_000  # optimizer steps
+    bc_loss: Literal["smooth_l1", "mse"] = "smooth_l1"  # continuous action spaces only
+    log_every: int = 10  # steps between progress-bar / TensorBoard scalar updates
+    val_every: int = 500  # steps between validations (0 = only at the end)
+    val_batches: int = 0  # cap on validation batches per validation (0 = the whole split)
+    checkpoint_every: int = 1000  # steps between checkpoints (the final step is always saved)
+    keep_last: int = 3  # step checkpoints kept besides 'best'
+    seed: int = 0
+    device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:1", ...
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto = bf16 autocast on CUDA, fp32 on CPU
+    output_dir: str = "runs/astra"  # checkpoints/, tensorboard/, metrics.jsonl, config.yaml
+    progress_bar: bool = True
+
+    def validate(self) -> None:
+        for section in (self.data, self.model, self.optim, self.cdl, self.augment):
+            section.validate()
+        _check(self.batch_size >= 1, "batch_size", self.batch_size, ">= 1")
+        if self.cdl.alpha > 0:
+            _check(self.batch_size >= 2, "batch_size", self.batch_size, ">= 2 when cdl.alpha > 0 (negatives come from other trajectories in the batch)")
+        _check(self.total_steps >= 1, "total_steps", self.total_steps, ">= 1")
+        _check(self.optim.warmup_steps <= self.total_steps, "optim.warmup_steps", self.optim.warmup_steps, f"<= total_steps ({self.total_steps})")
+        for name in ("log_every", "checkpoint_every", "keep_last"):
+            _check(getattr(self, name) >= 1, name, getattr(self, name), ">= 1")
+        for name in ("val_every", "val_batches"):
+            _check(getattr(self, name) >= 0, name, getattr(self, name), ">= 0")
+        _check(self.bc_loss in ("smooth_l1", "mse"), "bc_loss", self.bc_loss, "'smooth_l1' or 'mse'")
+        _check(self.precision in ("auto", "fp32", "bf16"), "precision", self.precision, "'auto', 'fp32' or 'bf16'")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ValueError(f"device={self.device!r}: must be 'auto', 'cpu', 'cuda' or 'cuda:<index>'")
+
+    # ----------------------------------------------------------------------------------- I/O
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        cfg = _build(cls, d, prefix="")
+        cfg.validate()
+        return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def load(cls, path: str | Path | None, overrides: Sequence[str] = ()) -> "TrainConfig":
+        """YAML file (optional) + ``dotted.key=value`` overrides (values parsed as YAML scalars)."""
+        raw: dict[str, Any] = {}
+        if path is not None:
+            path = Path(path)
+            if not path.is_file():
+                raise FileNotFoundError(f"training config {path} does not exist")
+            with open(path) as f:
+                loaded = yaml.safe_load(f)
+            if loaded is not None and not isinstance(loaded, dict):
+                raise ValueError(f"{path}: the top level must be a mapping, got {type(loaded).__name__}")
+            raw = loaded or {}
+        for item in overrides:
+            apply_override(raw, item)
+        try:
+            return cls.from_dict(raw)
+        except (ValueError, TypeError) as e:
+            where = f"{path}" if path is not None else "config"
+            raise ValueError(f"{where}: {e}") from None
+
+    def save(self, path: str | Path) -> None:
+        with open(path, "w") as f:
+            yaml.safe_dump(self.to_dict(), f, sort_keys=False)
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    """Set ``a.b.c=value`` in a nested dict; ``model.overrides.<key>`` may name any model key."""
+    if "=" not in item:
+        raise ValueError(f"override {item!r} must look like key=value (e.g. optim.lr=1e-4)")
+    key, text = item.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ValueError(f"override {item!r}: empty key component")
+    value = yaml.safe_load(text) if text.strip() else ""
+    node = raw
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ValueError(f"override {item!r}: '{part}' is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+# --------------------------------------------------------------------------------- helpers
+def _check(ok: bool, name: str, value: Any, requirement: str) -> None:
+    if not ok:
+        raise ValueError(f"{name}={value!r}: must be {requirement}")
+
+
+def _build(cls: type, d: Any, prefix: str) -> Any:
+    """Instantiate dataclass ``cls`` from a dict, recursing into nested dataclass fields."""
+    where = prefix.rstrip(".") or "training config"
+    if not isinstance(d, dict):
+        raise ValueError(f"{where}: expected a mapping, got {d!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - set(fields))
+    if unknown:
+        valid = ", ".join(f"{prefix}{name}" for name in fields)
+        raise ValueError(f"unknown key(s) {[prefix + k for k in unknown]}; valid keys: {valid}")
+    kwargs = {}
+    for name, value in d.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, value, prefix=f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(value, hint, f"{prefix}{name}")
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, hint: Any, name: str) -> Any:
+    """Check a YAML value against a field type; ints are accepted where floats are expected."""
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        if value not in typing.get_args(hint):
+            raise ValueError(f"{name}={value!r}: must be one of {list(typing.get_args(hint))}")
+        return value
+    if origin in (dict,) or hint is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"{name}: expected a mapping, got {value!r}")
+        return dict(value)
+    if origin in (typing.Union, types.UnionType):
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{name}={value!r}: expected true or false")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{name}={value!r}: expected an integer")
+        return value
+    if hint is float:
+        if isinstance(value, str):
+            # PyYAML (YAML 1.1) reads exponents without a dot, like 3e-4, as strings.
+            try:
+                value = float(value)
+            except ValueError:
+                raise ValueError(f"{name}={value!r}: expected a number") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{name}={value!r}: expected a number")
+        if not math.isfinite(value):
+            raise ValueError(f"{name}={value!r}: must be finite")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            # Paths and preset names like 38m come out of YAML as numbers or other scalars.
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return str(value)
+            raise ValueError(f"{name}={value!r}: expected a string")
+        return value
+    return value
