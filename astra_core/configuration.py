@@ -7,10 +7,11 @@ Used by the model config (``AstraConfig``) and the training config alike. Overri
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
-from typing import Any, Sequence, TypeVar
+from typing import Any, Literal, Sequence, TypeVar
 
 import yaml
 
@@ -44,7 +45,10 @@ def from_dict(cls: type[T], data: Any, where: str = "") -> T:
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ConfigError(f"{where_}: unknown key(s) {unknown}; valid keys: {sorted(fields)}")
+        prefix = f"{where}." if where else ""
+        raise ConfigError(
+            f"unknown key(s) {[prefix + k for k in unknown]}; valid keys: {', '.join(prefix + f for f in fields)}"
+        )
     kwargs = {}
     for name, value in data.items():
         tp = _unwrap_optional(hints[name])
@@ -52,13 +56,56 @@ def from_dict(cls: type[T], data: Any, where: str = "") -> T:
         if _is_dataclass_type(tp) and (isinstance(value, dict) or value is None):
             kwargs[name] = from_dict(tp, value, key)
         else:
-            kwargs[name] = value
+            kwargs[name] = _coerce(value, hints[name], key)
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as err:
         if isinstance(err, ConfigError):
             raise
         raise ConfigError(f"{where_}: {err}") from err
+
+
+def _coerce(value: Any, hint: Any, name: str) -> Any:
+    """Check a YAML value against a field's type; ints are accepted where floats are expected."""
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        if value not in typing.get_args(hint):
+            raise ConfigError(f"{name}={value!r}: must be one of {list(typing.get_args(hint))}")
+        return value
+    if origin is dict or hint is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{name}: expected a mapping, got {value!r}")
+        return dict(value)
+    if origin is list or hint is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{name}: expected a list, got {value!r}")
+        return list(value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name}={value!r}: expected true or false")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{name}={value!r}: expected an integer")
+        return value
+    if hint is float:
+        if isinstance(value, str):  # PyYAML (YAML 1.1) reads 3e-4 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                raise ConfigError(f"{name}={value!r}: expected a number") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{name}={value!r}: expected a number")
+        if not math.isfinite(value):
+            raise ConfigError(f"{name}={value!r}: must be finite")
+        return float(value)
+    if hint is str:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)  # preset names like 38m or paths may come out of YAML as numbers
+        if not isinstance(value, str):
+            raise ConfigError(f"{name}={value!r}: expected a string")
+        return value
+    return value  # unions (Optional) and other types: validated by the dataclass itself
 
 
 def to_dict(obj: Any) -> Any:

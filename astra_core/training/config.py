@@ -11,14 +11,13 @@ command line fails at load time instead of silently training with a default.
 from __future__ import annotations
 
 import dataclasses
-import math
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
 import yaml
+
+from astra_core.configuration import apply_overrides, from_dict, load_yaml
 
 
 @dataclass
@@ -146,7 +145,7 @@ class TrainConfig:
     # ----------------------------------------------------------------------------------- I/O
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        cfg = _build(cls, d, prefix="")
+        cfg = from_dict(cls, d)
         cfg.validate()
         return cfg
 
@@ -156,18 +155,8 @@ class TrainConfig:
     @classmethod
     def load(cls, path: str | Path | None, overrides: Sequence[str] = ()) -> "TrainConfig":
         """YAML file (optional) + ``dotted.key=value`` overrides (values parsed as YAML scalars)."""
-        raw: dict[str, Any] = {}
-        if path is not None:
-            path = Path(path)
-            if not path.is_file():
-                raise FileNotFoundError(f"training config {path} does not exist")
-            with open(path) as f:
-                loaded = yaml.safe_load(f)
-            if loaded is not None and not isinstance(loaded, dict):
-                raise ValueError(f"{path}: the top level must be a mapping, got {type(loaded).__name__}")
-            raw = loaded or {}
-        for item in overrides:
-            apply_override(raw, item)
+        raw = load_yaml(path) if path is not None else {}
+        apply_overrides(raw, overrides)
         try:
             return cls.from_dict(raw)
         except (ValueError, TypeError) as e:
@@ -179,89 +168,7 @@ class TrainConfig:
             yaml.safe_dump(self.to_dict(), f, sort_keys=False)
 
 
-def apply_override(raw: dict[str, Any], item: str) -> None:
-    """Set ``a.b.c=value`` in a nested dict; ``model.overrides.<key>`` may name any model key."""
-    if "=" not in item:
-        raise ValueError(f"override {item!r} must look like key=value (e.g. optim.lr=1e-4)")
-    key, text = item.split("=", 1)
-    parts = key.strip().split(".")
-    if not all(parts):
-        raise ValueError(f"override {item!r}: empty key component")
-    value = yaml.safe_load(text) if text.strip() else ""
-    node = raw
-    for part in parts[:-1]:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise ValueError(f"override {item!r}: '{part}' is a value, not a section")
-        node = child
-    node[parts[-1]] = value
-
-
 # --------------------------------------------------------------------------------- helpers
 def _check(ok: bool, name: str, value: Any, requirement: str) -> None:
     if not ok:
         raise ValueError(f"{name}={value!r}: must be {requirement}")
-
-
-def _build(cls: type, d: Any, prefix: str) -> Any:
-    """Instantiate dataclass ``cls`` from a dict, recursing into nested dataclass fields."""
-    where = prefix.rstrip(".") or "training config"
-    if not isinstance(d, dict):
-        raise ValueError(f"{where}: expected a mapping, got {d!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - set(fields))
-    if unknown:
-        valid = ", ".join(f"{prefix}{name}" for name in fields)
-        raise ValueError(f"unknown key(s) {[prefix + k for k in unknown]}; valid keys: {valid}")
-    kwargs = {}
-    for name, value in d.items():
-        hint = hints[name]
-        if dataclasses.is_dataclass(hint):
-            kwargs[name] = _build(hint, value, prefix=f"{prefix}{name}.")
-        else:
-            kwargs[name] = _coerce(value, hint, f"{prefix}{name}")
-    return cls(**kwargs)
-
-
-def _coerce(value: Any, hint: Any, name: str) -> Any:
-    """Check a YAML value against a field type; ints are accepted where floats are expected."""
-    origin = typing.get_origin(hint)
-    if origin is Literal:
-        if value not in typing.get_args(hint):
-            raise ValueError(f"{name}={value!r}: must be one of {list(typing.get_args(hint))}")
-        return value
-    if origin in (dict,) or hint is dict:
-        if not isinstance(value, dict):
-            raise ValueError(f"{name}: expected a mapping, got {value!r}")
-        return dict(value)
-    if origin in (typing.Union, types.UnionType):
-        return value
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ValueError(f"{name}={value!r}: expected true or false")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{name}={value!r}: expected an integer")
-        return value
-    if hint is float:
-        if isinstance(value, str):
-            # PyYAML (YAML 1.1) reads exponents without a dot, like 3e-4, as strings.
-            try:
-                value = float(value)
-            except ValueError:
-                raise ValueError(f"{name}={value!r}: expected a number") from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"{name}={value!r}: expected a number")
-        if not math.isfinite(value):
-            raise ValueError(f"{name}={value!r}: must be finite")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            # Paths and preset names like 38m come out of YAML as numbers or other scalars.
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                return str(value)
-            raise ValueError(f"{name}={value!r}: expected a string")
-        return value
-    return value
