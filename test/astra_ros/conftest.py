@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -247,6 +247,78 @@ class RosPeer:
         self.node.destroy_node()
         self.context.try_shutdown()
         self._thread.join(5)
+
+
+def stamp_seconds(stamp) -> float:
+    """A header stamp in seconds (the node's clock when the node stamped it)."""
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+def stamped_after(recorder: Recorder, status: PolicyStatus) -> list:
+    """Messages of `recorder` that the node stamped later than it published `status`.
+
+    Both stamps come from the node's clock, so this orders node events without any guess about
+    delivery delays or the test's own scheduling."""
+    t = stamp_seconds(status.header.stamp)
+    return [m for m in recorder.messages() if stamp_seconds(m.header.stamp) > t]
+
+
+def watch_hold(peer: RosPeer, held: PolicyStatus, still_held: Callable[[PolicyStatus], bool],
+               seconds: float) -> list[PolicyStatus]:
+    """Wait until the node has held for `seconds` of its own clock since it published `held`;
+    -> the statuses from `held` on, all of which must satisfy `still_held`."""
+    t_held = stamp_seconds(held.header.stamp)
+    peer.wait_for_status(lambda s: stamp_seconds(s.header.stamp) >= t_held + seconds, seconds + 5,
+                         f"{seconds}s of statuses after '{held.hold_reason}'")
+    during = [s for s in peer.status.messages() if stamp_seconds(s.header.stamp) >= t_held]
+    assert all(still_held(s) for s in during), [s.hold_reason for s in during]
+    return during
+
+
+def assert_only_the_running_step_finishes(peer: RosPeer, commands: Recorder, held: PolicyStatus,
+                                          still_held: Callable[[PolicyStatus], bool], why: str) -> None:
+    """Once a status reports a hold, no control tick starts a step: only the one step that was
+    already running may still finish and send its command. Checked for 1 s of the node's clock,
+    with the node's stamps and its status step counter, so the verdict does not depend on how
+    loaded this machine is (a step may take any time; there is at most one)."""
+    during = watch_hold(peer, held, still_held, 1.0)
+    late = stamped_after(commands, held)
+    assert len(late) <= 1, f"{len(late)} commands after {why} (at most the step then running may finish)"
+    assert max(s.step for s in during) <= held.step + 1, f"steps ran after {why}: {[s.step for s in during]}"
+
+
+def publish_until_counted(peer: RosPeer, sends: Iterator[Callable[[], None]], count: int, batch: int,
+                          timeout_s: float, batch_timeout_s: float = 1.0) -> tuple[int, int]:
+    """Publish bad messages (each `send()` publishes one) until the node has counted `count` of them
+    in its status.bad_messages; -> (messages published, messages the node counted).
+
+    Cameras use sensor-data QoS (best effort, keep-last 5): a burst larger than that queue is
+    mostly overwritten before the node's callbacks run, so it would never reach the code under
+    test. So this publishes `batch` messages (at most 4 per topic), then waits until the node's
+    count has caught up before the next batch. The node must publish status often
+    (status_rate_hz) for this to be quick. A message lost anyway (best effort over loopback, rare)
+    only makes its batch wait `batch_timeout_s`; counting then goes on from what the node reports.
+    """
+    def reported() -> int:
+        return peer.status.last().bad_messages
+
+    t0 = time.monotonic()
+    peer.wait_for_status(lambda s: True, 5, "a status", after=t0)  # a count not older than now
+    base = expected = reported()
+    sent = 0
+    deadline = t0 + timeout_s
+    while reported() - base < count:
+        for _ in range(batch):
+            next(sends)()
+            sent += 1
+        expected += batch
+        batch_deadline = min(time.monotonic() + batch_timeout_s, deadline)
+        while reported() < expected and time.monotonic() < batch_deadline:
+            time.sleep(0.002)
+        assert time.monotonic() < deadline, (
+            f"the node counted {reported() - base} of {sent} bad messages in {timeout_s}s (needed {count})")
+        expected = reported()
+    return sent, reported() - base
 
 
 def rgb_frame(camera: str, peer: RosPeer, size=(64, 64), seed: int = 0) -> Image:

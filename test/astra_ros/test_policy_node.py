@@ -21,7 +21,9 @@ from sensor_msgs.msg import Image  # noqa: E402
 from astra_ros.msg import ActionSegment, GripperCommand  # noqa: E402
 from astra_ros.policy_node import quaternion_to_rpy, rpy_to_quaternion  # noqa: E402
 
-from .conftest import NodeProcess, RosPeer, module_domain_id, rgb_frame, write_params  # noqa: E402
+from .conftest import (NodeProcess, RosPeer, assert_only_the_running_step_finishes,  # noqa: E402
+                       module_domain_id, publish_until_counted, rgb_frame, stamp_seconds, stamped_after,
+                       watch_hold, write_params)
 
 RATE_HZ = 10.0
 FRAME = "panda_link0"
@@ -48,6 +50,8 @@ def running(tmp_path_factory, pose_checkpoint):
         "image_timeout_s": 0.5,
         "dry_run": False,
         "warmup_steps": 1,
+        # status (with its bad-message count and hold reason) is what the tests wait on: keep it quick
+        "status_rate_hz": 20.0,
     })
     node = NodeProcess(params, domain, tmp / "node.log")
     peer = RosPeer(domain)
@@ -76,10 +80,11 @@ def test_commands_arrive_at_the_control_rate_with_frame_shape_and_limits(running
     peer.instruct("pick up the red cube")
     peer.wait_for(lambda: len(peer.segments.items) > 2, 30, "first action segments")
     t0 = time.monotonic()
-    time.sleep(3.0)
+    time.sleep(3.0)  # the measurement window
+    t_window_end = time.monotonic()
     poses, grippers, segments = peer.poses.since(t0), peer.grippers.since(t0), peer.segments.since(t0)
 
-    rate = command_rate([t for t, _ in poses])
+    rate = command_rate([stamp_seconds(pose.header.stamp) for _, pose in poses])  # the node's clock
     assert 0.8 * RATE_HZ <= rate <= 1.2 * RATE_HZ, f"command rate {rate:.2f} Hz, expected ~{RATE_HZ}"
     assert len(poses) == len(grippers) == len(segments) >= 25
 
@@ -110,7 +115,10 @@ def test_commands_arrive_at_the_control_rate_with_frame_shape_and_limits(running
     steps = [seg.step for _, seg in segments]
     assert steps == list(range(steps[0], steps[0] + len(steps))), f"steps not consecutive: {steps}"
 
-    status = peer.wait_for_status(lambda s: s.control_rate_hz > 0, 5, "a status with a measured rate", after=t0)
+    # the node's own rate estimate (its newest 50 steps); taken after the 3 s window so that it
+    # spans 30+ steps, not the first few of the episode
+    status = peer.wait_for_status(lambda s: s.control_rate_hz > 0, 5, "a status with a measured rate",
+                                  after=t_window_end)
     assert status.commands_enabled and status.hold_reason == ""
     assert 0.8 * RATE_HZ <= status.control_rate_hz <= 1.2 * RATE_HZ
     assert status.latency_p50_ms > 0 and status.latency_p99_ms >= status.latency_p50_ms
@@ -137,14 +145,12 @@ def test_a_stale_camera_stops_the_commands_and_the_status_says_why(running):
     peer.wait_for(lambda: len(peer.poses.since(time.monotonic() - 0.5)) >= 3, 20, "commands")
     peer.set_streams({CAMERAS["front"]: lambda: rgb_frame("front", peer)})  # wrist camera stops
     t_stop = time.monotonic()
-    status = peer.wait_for_status(lambda s: "wrist" in s.hold_reason, 5, "a status naming the wrist camera",
-                                  after=t_stop)
-    assert "stale" in status.hold_reason and not status.commands_enabled
-    assert status.frames_stale > 0
-    # timeout 0.5 s + one in-flight step: nothing may come later than that
-    time.sleep(1.0)
-    late = peer.poses.since(t_stop + 0.5 + 2.0 / RATE_HZ)
-    assert not late, f"{len(late)} commands after the camera went stale"
+    held = peer.wait_for_status(lambda s: "wrist" in s.hold_reason, 5, "a status naming the wrist camera",
+                                after=t_stop)
+    assert "stale" in held.hold_reason and not held.commands_enabled
+    assert held.frames_stale > 0
+    assert_only_the_running_step_finishes(peer, peer.poses, held, lambda s: "wrist" in s.hold_reason,
+                                          "the wrist camera went stale")
     stream_all(peer)
     t_back = time.monotonic()
     peer.wait_for(lambda: len(peer.poses.since(t_back)) >= 3, 10, "commands after the camera came back")
@@ -159,15 +165,18 @@ def test_pause_resume_and_stop_services(running):
     t_pause = time.monotonic()
     status = peer.wait_for_status(lambda s: s.hold_reason == "paused", 5, "a 'paused' status", after=t_pause)
     assert not status.commands_enabled
-    assert not peer.poses.since(t_pause + 2.0 / RATE_HZ)
+    # a step already running when the pause came is withheld too (checked after the model ran)
+    watch_hold(peer, status, lambda s: s.hold_reason == "paused", 0.5)
+    assert not stamped_after(peer.poses, status), "commands sent while paused"
     assert peer.call_trigger("/resume").success
     t_resume = time.monotonic()
     peer.wait_for(lambda: len(peer.poses.since(t_resume)) >= 3, 10, "commands after resume")
     assert peer.call_trigger("/stop").success
     t_stop = time.monotonic()
-    peer.wait_for_status(lambda s: s.hold_reason == "no instruction", 5, "a 'no instruction' status", after=t_stop)
-    time.sleep(0.5)
-    assert not peer.poses.since(t_stop + 2.0 / RATE_HZ)
+    status = peer.wait_for_status(lambda s: s.hold_reason == "no instruction", 5, "a 'no instruction' status",
+                                  after=t_stop)
+    watch_hold(peer, status, lambda s: s.hold_reason == "no instruction", 0.5)
+    assert not stamped_after(peer.poses, status), "commands sent after stop"
     peer.instruct("stack the blocks again")
     t_again = time.monotonic()
     peer.wait_for(lambda: len(peer.poses.since(t_again)) >= 2, 10, "commands after a new instruction")
@@ -192,30 +201,24 @@ def _garbage_images(peer: RosPeer):
         yield "size", Image(height=0, width=64, encoding="mono8", step=64, data=b"\x00" * 64)
 
 
+def _garbage_sends(peer: RosPeer):
+    """Yield callables that each publish one malformed message: images of varied kinds on both
+    cameras (alternating), and every 20th an empty or an over-long instruction."""
+    cameras = [peer.camera_publisher(CAMERAS["wrist"]), peer.camera_publisher(CAMERAS["front"])]
+    for n, (_, msg) in enumerate(_garbage_images(peer), start=1):
+        yield lambda publisher=cameras[n % 2], msg=msg: publisher.publish(msg)
+        if n % 20 == 0:  # valid instructions must survive garbage ones in between
+            yield lambda text="" if n % 40 else "x" * 5000: peer.instruct(text)
+
+
 def test_a_thousand_malformed_messages_do_not_hurt_the_node(running):
     node, peer = running
     peer.stop_stream()
-    before = peer.status.last().bad_messages
-    wrist = peer.camera_publisher(CAMERAS["wrist"])
-    front = peer.camera_publisher(CAMERAS["front"])
-    sent = 0
-    kinds = set()
-    for kind, msg in _garbage_images(peer):
-        (front if sent % 2 else wrist).publish(msg)
-        kinds.add(kind)
-        sent += 1
-        if sent % 20 == 0:  # valid instructions must survive garbage ones in between
-            peer.instruct("" if sent % 40 else "x" * 5000)
-            kinds.add("instruction")
-        time.sleep(0.001)  # ~1 kHz: the subscription queue (sensor QoS, depth 5) is not overrun
-        if sent >= 1050:
-            break
+    # Paced so that every message reaches the node's callbacks (see publish_until_counted):
+    # batches of 8 put at most 4 on each camera topic. 1,050 counted, about 50 of them instructions.
+    sent, counted = publish_until_counted(peer, _garbage_sends(peer), count=1050, batch=8, timeout_s=40)
     assert node.alive(), node.log()
-    t_after = time.monotonic()
-    status = peer.wait_for_status(lambda s: s.bad_messages > before, 5, "bad-message count", after=t_after)
-    received_bad = status.bad_messages - before
-    # best-effort transport may drop a few; the node must have seen and counted nearly all
-    assert received_bad >= 0.8 * sent, f"node counted {received_bad} of {sent} malformed messages"
+    assert 1050 <= counted <= sent, f"node counted {counted} of {sent} malformed messages"
     log = node.log()
     for kind in ("encoding", "size", "empty", "step", "empty_instruction", "long_instruction"):
         assert log.count(f"[{kind}]") == 1, f"'{kind}' problems must be logged exactly once:\n{log[-3000:]}"
