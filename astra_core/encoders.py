@@ -111,6 +111,10 @@ class VisionEncoder(nn.Module):
                 )
             channels = self.backbone.config.hidden_sizes[-1]
             self.out_dim = 3 * channels if cfg.pooling == "spatial_softmax" else channels
+            if cfg.pooling == "spatial_softmax":
+                # Learned keypoint maps: post-ReLU backbone features are too flat for a softmax to
+                # localise anything (Levine et al. use a 1x1 conv before the spatial softmax too).
+                self.keypoints = nn.Conv2d(channels, channels, kernel_size=1)
         else:
             from transformers import ViTConfig, ViTModel
 
@@ -150,7 +154,7 @@ class VisionEncoder(nn.Module):
         if self.cfg.kind == "resnet":
             out = self.backbone(pixel_values=x)
             if self.cfg.pooling == "spatial_softmax":
-                features = spatial_softmax(out.last_hidden_state)
+                features = spatial_softmax(self.keypoints(out.last_hidden_state))
             else:
                 features = out.pooler_output.flatten(1)
         else:
