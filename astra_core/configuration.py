@@ -6,6 +6,7 @@ Used by the model config (``AstraConfig``) and the training config alike. Overri
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import types
@@ -128,22 +129,45 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
+def set_dotted(data: dict, key: str, value: Any, where: str = "") -> None:
+    """Set ``a.b.c`` in a nested dict, creating sections on the way."""
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"{where or key!r}: empty key component")
+    node = data
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{where or key!r}: '{part}' is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def merge_dotted(base: dict, overrides: dict) -> dict:
+    """``base`` updated leaf by leaf from ``overrides`` (nested dicts and/or dotted keys)."""
+    out = copy.deepcopy(base)
+
+    def visit(prefix: str, node: dict) -> None:
+        for key, value in node.items():
+            path = f"{prefix}{key}"
+            if isinstance(value, dict) and value:
+                visit(f"{path}.", value)
+            else:
+                set_dotted(out, path, value)
+
+    visit("", overrides)
+    return out
+
+
 def apply_overrides(data: dict, overrides: Sequence[str]) -> dict:
     """Apply ``a.b.c=value`` overrides to a nested dict (values parsed as YAML)."""
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"override {item!r}: expected key=value")
+            raise ConfigError(f"override {item!r}: expected key=value (e.g. optim.lr=1e-4)")
         key, raw = item.split("=", 1)
         try:
-            value = yaml.safe_load(raw) if raw != "" else ""
+            value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError as err:
             raise ConfigError(f"override {item!r}: value is not valid YAML: {err}") from err
-        node = data
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"override {item!r}: '{part}' is not a section")
-            node = child
-        node[parts[-1]] = value
+        set_dotted(data, key, value, where=f"override {item}")
     return data

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from astra_core.action_space import ActionSpace, ActionSpaceSpec, ActionStats
 from astra_core.configuration import ConfigError, from_dict, load_yaml, to_dict
 from astra_core.encoders import LanguageConfig, TextEncoder, VisionConfig, VisionEncoder
-from astra_core.layout import ACTION, TokenLayout, attention_mask
+from astra_core.layout import TokenLayout, attention_mask
 
 
 @dataclass

@@ -36,6 +36,7 @@ from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 
 from astra_core.checkpoint import WEIGHTS_FILE, CheckpointError, atomic_write_dir, save_checkpoint
+from astra_core.configuration import merge_dotted
 from astra_core.data.dataset import TrajectoryWindowDataset, collate_windows, split_episodes
 from astra_core.data.format import load_dataset_info
 from astra_core.data.stats import load_action_stats
@@ -61,34 +62,13 @@ def build_model_config(cfg: TrainConfig, dataset_root: str | Path) -> AstraConfi
     for key in ("cameras", "action_space"):
         if key in cfg.model.overrides:
             raise ValueError(f"model.overrides.{key}: taken from the dataset ({dataset_root}), cannot be overridden")
-    merged = _deep_merge(base, _undot(cfg.model.overrides))
+    merged = merge_dotted(base, cfg.model.overrides)
     merged["cameras"] = list(info.cameras)
     merged["action_space"] = info.action_space.to_dict()
     model_cfg = AstraConfig.from_dict(merged)
     if cfg.data.window > model_cfg.max_timesteps:
         raise ValueError(f"data.window={cfg.data.window} exceeds the model's max_timesteps={model_cfg.max_timesteps}")
     return model_cfg
-
-
-def _undot(d: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in d.items():
-        node = out
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = _undot(value) if isinstance(value, dict) else value
-    return out
-
-
-def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:

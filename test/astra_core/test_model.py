@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from astra_core.configuration import ConfigError
-from astra_core.layout import TokenLayout, attention_mask
+from astra_core.layout import TokenLayout
 from astra_core.model import AstraConfig, Block
 from astra_core.presets import load_preset, preset_names
 
