@@ -5,15 +5,27 @@ Sets the process environment BEFORE any test module imports rclpy or transformer
   * no Hugging Face hub lookups (none is reachable; a lookup hangs ~30 s before failing).
 Provides the ``ros_domain_id`` fixture: a distinct ROS_DOMAIN_ID per test, exported to the
 test's environment so that subprocesses it starts share it.
+
+Puts the folders that hold shared test helpers (plain modules with unique names such as
+node_harness.py and dataset_factory.py) on sys.path. Tests import them by name, never from
+conftest and never by relative import: launch_testing's pytest plugin (loaded automatically by
+`colcon test` on a ROS 2 install) imports each test module outside any package, where
+`from .conftest import ...` fails.
 """
 import itertools
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FASTDDS_PROFILE = REPO_ROOT / "config" / "fastdds_loopback.xml"
+HELPER_DIRS = (REPO_ROOT / "test" / "astra_ros", REPO_ROOT / "test" / "astra_core" / "data")
+
+for _helper_dir in HELPER_DIRS:
+    if str(_helper_dir) not in sys.path:
+        sys.path.append(str(_helper_dir))  # appended: never shadows an installed package
 
 # Forced, not defaulted: leaking DDS discovery onto the network is never wanted in tests.
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"

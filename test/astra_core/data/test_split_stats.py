@@ -19,7 +19,7 @@ from astra_core.data import (
     split_episodes,
 )
 
-from .conftest import PROPRIO_NAMES, make_action, make_proprio, write_dataset
+from dataset_factory import PROPRIO_NAMES, make_action, make_proprio, write_dataset
 
 
 def test_split_is_by_episode_and_deterministic(tmp_path):

@@ -26,7 +26,7 @@ from astra_core.data import (
 )
 from astra_core.data.dataset import window_starts
 
-from .conftest import CAMERAS, CHUNK_SIZE, IMAGE_SIZE, PROPRIO_NAMES, make_action, make_frame, write_dataset
+from dataset_factory import CAMERAS, CHUNK_SIZE, IMAGE_SIZE, PROPRIO_NAMES, make_action, make_frame, write_dataset
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -173,7 +173,7 @@ def test_killed_writer_leaves_previous_episodes_intact(tmp_path):
         f"""
         import os, signal, sys
         sys.path.insert(0, {str(Path(__file__).parent)!r})
-        from conftest import write_dataset, make_frame, make_action, CAMERAS
+        from dataset_factory import write_dataset, make_frame, make_action, CAMERAS
         from astra_core.data import DatasetWriter
         write_dataset(__import__("pathlib").Path({str(root)!r}), steps=[5, 7])
         writer = DatasetWriter.append_to({str(root)!r})
