@@ -13,6 +13,11 @@ to hand it to torch) pays for exactly one copy there.
 
 Compressed bytes (`decode_compressed`) are JPEG or PNG, recognised from their magic bytes rather
 than from the free-form format string (image_transport writes e.g. "rgb8; jpeg compressed bgr8").
+They are decoded with Pillow, not OpenCV: OpenCV's bundled libjpeg/libpng print to the process's
+stderr for every corrupt frame ("Corrupt JPEG data: ...", "libpng error: ..."), which floods an
+operator's console and bypasses "log each kind once"; Pillow reports the same problems as
+exceptions and prints nothing. Pillow also reads the size from the header before decoding, so an
+oversized frame (`max_pixels`) is refused without decompressing it.
 
 Every failure raises `ImageDecodeError` whose `kind` is one short word, so a caller can count bad
 input per kind and log each kind once:
@@ -22,12 +27,17 @@ input per kind and log each kind once:
     "step"      row stride / data length inconsistent with the declared size
     "decode"    the container was recognised but its data could not be decoded
     "format"    compressed data that is neither JPEG nor PNG
+    "too_large" more pixels than the caller's `max_pixels` (checked before any decoding)
 """
 
 from __future__ import annotations
 
+import io
+import warnings
+
 import cv2
 import numpy as np
+from PIL import Image as PILImage
 
 # channels per pixel of each supported 8-bit raw encoding
 _RAW_CHANNELS: dict[str, int] = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}
@@ -35,6 +45,7 @@ SUPPORTED_ENCODINGS: tuple[str, ...] = tuple(_RAW_CHANNELS)
 SUPPORTED_COMPRESSED_FORMATS: tuple[str, ...] = ("jpeg", "png")
 
 _JPEG_MAGIC = b"\xff\xd8\xff"
+_MAX_DECODE_BLOCK = 64 << 20  # bytes handed to Pillow's decoder at once
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -56,7 +67,11 @@ def raw_channels(encoding: str) -> int:
     return channels
 
 
-def _check_expected_size(height: int, width: int, expected_size: tuple[int, int] | None) -> None:
+def _check_size(height: int, width: int, expected_size: tuple[int, int] | None, max_pixels: int | None) -> None:
+    if max_pixels is not None and height * width > max_pixels:
+        raise ImageDecodeError(
+            "too_large", f"image is {height}x{width} = {height * width} pixels, more than the limit of {max_pixels}"
+        )
     if expected_size is not None and (height, width) != tuple(expected_size):
         raise ImageDecodeError(
             "size", f"image is {height}x{width}, expected {expected_size[0]}x{expected_size[1]}"
@@ -85,13 +100,16 @@ def decode_raw(
     step: int,
     is_bigendian: bool = False,
     expected_size: tuple[int, int] | None = None,
+    *,
+    max_pixels: int | None = None,
 ) -> np.ndarray:
     """Raw pixel buffer -> (H, W, 3) uint8 RGB, a read-only view of `data` when possible.
 
     `data` is anything exposing the buffer protocol (bytes, array.array('B'), memoryview, ...).
     `is_bigendian` is accepted for completeness: every supported encoding has 8-bit channels, so
     byte order does not change the pixels. `expected_size` = (height, width) rejects frames of
-    another size (kind "size"). Row padding (`step` > width * channels) is handled by striding.
+    another size (kind "size"); `max_pixels` rejects frames with more pixels (kind "too_large").
+    Row padding (`step` > width * channels) is handled by striding.
     """
     del is_bigendian  # 8-bit channels only: byte order is irrelevant
     encoding = encoding.lower()
@@ -99,7 +117,7 @@ def decode_raw(
     height, width, step = int(height), int(width), int(step)
     if height <= 0 or width <= 0:
         raise ImageDecodeError("size", f"image has zero size ({height}x{width})")
-    _check_expected_size(height, width, expected_size)
+    _check_size(height, width, expected_size, max_pixels)
     if len(data) == 0:
         raise ImageDecodeError("empty", f"{height}x{width} {encoding} image has empty data")
     if step < width * channels:
@@ -132,26 +150,51 @@ def compressed_container(data) -> str | None:
     return None
 
 
-def decode_compressed(data, fmt: str = "", expected_size: tuple[int, int] | None = None) -> np.ndarray:
-    """JPEG or PNG bytes (colour or grey) -> contiguous (H, W, 3) uint8 RGB.
+def decode_compressed(data, fmt: str = "", expected_size: tuple[int, int] | None = None, *,
+                      max_pixels: int | None = None) -> np.ndarray:
+    """JPEG or PNG bytes (colour, grey, palette, with alpha) -> contiguous (H, W, 3) uint8 RGB.
 
     `fmt` is the sender's format string; it only appears in error messages, because the
-    container is recognised from the magic bytes. Decoding necessarily allocates.
+    container is recognised from the magic bytes. The size checks (`expected_size`, `max_pixels`)
+    run on the header, before decoding. Decoding necessarily allocates. Nothing is printed.
     """
     if len(data) == 0:
         raise ImageDecodeError("empty", "compressed image has empty data")
-    buffer = np.frombuffer(data, dtype=np.uint8)
-    container = compressed_container(buffer)
+    container = compressed_container(data)
     if container is None:
         raise ImageDecodeError(
             "format",
-            f"compressed data (format {fmt!r}) is neither JPEG nor PNG (first bytes {bytes(buffer[:4]).hex()})",
+            f"compressed data (format {fmt!r}) is neither JPEG nor PNG (first bytes {bytes(memoryview(data)[:4]).hex()})",
         )
-    bgr = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
-    if bgr is None or bgr.size == 0:
-        raise ImageDecodeError("decode", f"{container} data of {len(data)} bytes could not be decoded")
-    _check_expected_size(bgr.shape[0], bgr.shape[1], expected_size)
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)  # max_pixels is the limit here
+            image = PILImage.open(io.BytesIO(data), formats=["JPEG" if container == "jpeg" else "PNG"])
+            width, height = image.size
+            _check_size(height, width, expected_size, max_pixels)
+            pixels = _to_rgb_array(image)
+    except ImageDecodeError:
+        raise
+    except Exception as err:  # hostile bytes can make a decoder raise anything; never let it escape
+        raise ImageDecodeError("decode", f"{container} data of {len(data)} bytes could not be decoded: "
+                                         f"{type(err).__name__}: {err}") from None
+    if pixels.ndim != 3 or pixels.shape[2] != 3 or pixels.dtype != np.uint8:
+        raise ImageDecodeError("decode", f"{container} data decoded to {pixels.dtype} {pixels.shape}, not 8-bit RGB")
+    return np.ascontiguousarray(pixels)
+
+
+def _to_rgb_array(image: "PILImage.Image") -> np.ndarray:
+    """Decode a PIL image (inside the caller's error handling) -> (H, W, 3) uint8 RGB."""
+    # one decoder call for the whole buffer: Pillow's default 64 KB blocks re-take the GIL per
+    # block, and each re-take waits for other busy Python threads (the node's inference worker)
+    image.decodermaxblock = max(image.decodermaxblock, _MAX_DECODE_BLOCK)
+    image.load()
+    if image.mode == "RGB":
+        return np.asarray(image)
+    if image.mode.startswith("I"):  # 16-bit grey PNG: keep the high byte, as OpenCV's IMREAD_COLOR does
+        grey = (np.asarray(image).astype(np.uint32) >> 8).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    return np.asarray(image.convert("RGB"))  # L, LA, P, PA, RGBA, CMYK, YCbCr; alpha is dropped
 
 
 def encode_raw(image: np.ndarray, encoding: str = "rgb8") -> tuple[np.ndarray, int]:
@@ -187,3 +230,4 @@ def encode_compressed(image: np.ndarray, fmt: str = "jpeg", jpeg_quality: int = 
     if not ok:
         raise ImageDecodeError("decode", f"opencv failed to encode a {image.shape} image as {fmt}")
     return encoded.reshape(-1)
+

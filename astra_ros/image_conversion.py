@@ -36,24 +36,29 @@ __all__ = [
 ]
 
 
-def image_to_rgb(msg: Image, expected_size: tuple[int, int] | None = None) -> np.ndarray:
+def image_to_rgb(msg: Image, expected_size: tuple[int, int] | None = None, *,
+                 max_pixels: int | None = None) -> np.ndarray:
     """sensor_msgs/Image -> (H, W, 3) uint8 RGB, a read-only view of `msg.data` when possible.
 
-    `expected_size` = (height, width) rejects frames of another size (kind "size")."""
+    `expected_size` = (height, width) rejects frames of another size (kind "size"); `max_pixels`
+    rejects larger frames (kind "too_large")."""
     return decode_raw(msg.data, msg.encoding, msg.height, msg.width, msg.step, bool(msg.is_bigendian),
-                      expected_size=expected_size)
+                      expected_size=expected_size, max_pixels=max_pixels)
 
 
-def compressed_to_rgb(msg: CompressedImage, expected_size: tuple[int, int] | None = None) -> np.ndarray:
-    """sensor_msgs/CompressedImage (JPEG or PNG, colour or grey) -> contiguous (H, W, 3) uint8 RGB."""
-    return decode_compressed(msg.data, msg.format, expected_size=expected_size)
+def compressed_to_rgb(msg: CompressedImage, expected_size: tuple[int, int] | None = None, *,
+                      max_pixels: int | None = None) -> np.ndarray:
+    """sensor_msgs/CompressedImage (JPEG or PNG, colour or grey) -> contiguous (H, W, 3) uint8 RGB.
+    The size checks run on the header, before decoding."""
+    return decode_compressed(msg.data, msg.format, expected_size=expected_size, max_pixels=max_pixels)
 
 
-def to_rgb(msg: Image | CompressedImage, expected_size: tuple[int, int] | None = None) -> np.ndarray:
+def to_rgb(msg: Image | CompressedImage, expected_size: tuple[int, int] | None = None, *,
+           max_pixels: int | None = None) -> np.ndarray:
     """Dispatch on the message type."""
     if isinstance(msg, CompressedImage):
-        return compressed_to_rgb(msg, expected_size)
-    return image_to_rgb(msg, expected_size)
+        return compressed_to_rgb(msg, expected_size, max_pixels=max_pixels)
+    return image_to_rgb(msg, expected_size, max_pixels=max_pixels)
 
 
 def _as_uint8_array(pixels: np.ndarray) -> array.array:

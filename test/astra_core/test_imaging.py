@@ -112,3 +112,74 @@ def test_imaging_never_imports_ros():
             "print(bad); sys.exit(1 if bad else 0)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _corrupt_samples() -> dict[str, bytes]:
+    """Recognised JPEG/PNG containers with broken insides, the kind a flaky camera link produces."""
+    image = np.random.default_rng(1).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    jpeg, png = bytes(encode_compressed(image, "jpeg")), bytes(encode_compressed(image, "png"))
+    garbled_jpeg = bytearray(jpeg)
+    garbled_jpeg[len(jpeg) // 2: len(jpeg) // 2 + 20] = bytes(20)  # entropy data hit by zeros
+    bad_crc_png = bytearray(png)
+    bad_crc_png[60:80] = bytes(20)
+    return {"truncated_jpeg": jpeg[: len(jpeg) // 2], "garbled_jpeg": bytes(garbled_jpeg),
+            "truncated_png": png[: len(png) // 2], "bad_crc_png": bytes(bad_crc_png)}
+
+
+def test_corrupt_compressed_frames_raise_and_print_nothing():
+    """Decoder libraries must not write to the process's stderr (issue: OpenCV's libjpeg/libpng
+    printed two lines per corrupt frame to the operator's console). Measured at the file
+    descriptor level, in a subprocess, because C libraries write to fd 2 directly."""
+    script = (
+        "import sys\n"
+        "from astra_core.imaging import ImageDecodeError, decode_compressed\n"
+        f"samples = {_corrupt_samples()!r}\n"
+        "for _ in range(5):\n"
+        "    for name, data in samples.items():\n"
+        "        try:\n"
+        "            decode_compressed(data, 'jpeg')\n"
+        "        except ImageDecodeError as err:\n"
+        "            assert err.kind == 'decode', (name, err.kind)\n"
+        "            if name.startswith('truncated'):\n"
+        "                sys.stdout.write(name + ' refused\\n')\n"
+        "        else:\n"
+        "            assert not name.startswith('truncated'), name + ' was accepted'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == "", f"decoding corrupt frames printed to stderr:\n{result.stderr}"
+    assert result.stdout.count("refused") == 10
+
+
+def test_too_many_pixels_are_refused_before_decoding():
+    big = np.zeros((40, 50, 3), np.uint8)
+    with pytest.raises(ImageDecodeError, match="2000 pixels") as info:
+        decode_raw(big.tobytes(), "rgb8", 40, 50, 150, max_pixels=1999)
+    assert info.value.kind == "too_large"
+    assert decode_raw(big.tobytes(), "rgb8", 40, 50, 150, max_pixels=2000).shape == (40, 50, 3)
+    noise = np.random.default_rng(2).integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    truncated = bytes(encode_compressed(noise, "png"))[:200]  # the header, then a cut in the pixel data
+    with pytest.raises(ImageDecodeError) as info:
+        decode_compressed(truncated, "png")
+    assert info.value.kind == "decode"
+    with pytest.raises(ImageDecodeError) as info:
+        decode_compressed(truncated, "png", max_pixels=1999)
+    assert info.value.kind == "too_large"  # refused from the header, before decoding
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "P", "RGBA", "I;16"])
+def test_png_modes_decode_to_rgb(mode):
+    import io
+
+    from PIL import Image
+
+    grey = np.arange(48 * 64, dtype=np.uint32).reshape(48, 64) % 256
+    if mode == "I;16":
+        pil = Image.fromarray((grey * 256).astype(np.uint16))
+    else:
+        pil = Image.fromarray(grey.astype(np.uint8), "L").convert(mode)
+    buffer = io.BytesIO()
+    pil.save(buffer, format="PNG")
+    out = decode_compressed(buffer.getvalue(), "png")
+    assert out.shape == (48, 64, 3) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out[:, :, 0], grey.astype(np.uint8))
