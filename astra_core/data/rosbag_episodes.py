@@ -16,7 +16,6 @@ complete: one cut off by a truncated bag is reported and dropped, the ones befor
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 

@@ -12,8 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from astra_core.configuration import ConfigError, from_dict
-from astra_core.data.format import check_camera_names
-from astra_core.data.import_mapping import ActionMapping, check_image_size
+from astra_core.data.import_mapping import ActionMapping, check_cameras, check_image_size
 from astra_core.data.ros_messages import JOINT_FIELDS
 
 
@@ -107,15 +106,7 @@ class RosbagMapping:
     metadata: dict[str, Any] = field(default_factory=dict)  # copied into dataset.json metadata
 
     def __post_init__(self) -> None:
-        if not self.cameras:
-            raise ConfigError("cameras: map at least one camera name to an image topic")
-        try:
-            check_camera_names(list(self.cameras))
-        except ValueError as err:
-            raise ConfigError(f"cameras: {err}") from None
-        for name, topic in self.cameras.items():
-            if not isinstance(topic, str) or not topic:
-                raise ConfigError(f"cameras.{name}: must be a topic name")
+        check_cameras(self.cameras, "an image topic")
         self.proprio = [p if isinstance(p, ProprioMapping) else from_dict(ProprioMapping, p, f"proprio[{i}]")
                         for i, p in enumerate(self.proprio)]
         for key in ("control_rate_hz", "tolerance_s", "quaternion_tolerance"):

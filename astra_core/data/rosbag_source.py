@@ -17,7 +17,6 @@ What a recording can look like, and what :class:`BagSource` does with it:
 from __future__ import annotations
 
 import os
-import shutil
 import sqlite3
 import struct
 import tempfile

@@ -1,9 +1,8 @@
-"""rosbag2 recordings written with ``rosbags`` for the importer tests (sqlite3 or MCAP storage).
+"""rosbag2 recordings for the importer tests (sqlite3 or MCAP storage), written with the package's
+:class:`astra_core.data.rosbag_writer.BagWriter` (rosbags; the project's own messages registered
+from msg/*.msg).
 
-A plain module imported by name (test/conftest.py puts this folder on sys.path). Messages are
-the real ROS 2 types of rosbags' Kilted type store plus the project's own (PickPlaceSE2,
-GripperCommand) registered from msg/*.msg, serialised to CDR exactly as `ros2 bag record` stores
-them. Frames and poses are deterministic functions of time, so a test can recompute what the
+A plain module imported by name (test/conftest.py puts this folder on sys.path). Frames and poses are deterministic functions of time, so a test can recompute what the
 importer must have produced at every control tick.
 """
 
@@ -12,18 +11,19 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
-from rosbags.rosbag2 import StoragePlugin, Writer
 
+from astra_core.data import rosbag_writer
 from astra_core.data.rosbag_source import project_typestore
-from astra_core.geometry import rpy_to_quaternion
-from astra_core.imaging import encode_compressed, encode_raw
 
 T0_NS = 1_700_000_000 * 1_000_000_000  # recordings start at a realistic epoch time
-STORAGES = {"sqlite3": StoragePlugin.SQLITE3, "mcap": StoragePlugin.MCAP}
 TYPESTORE = project_typestore()
+
+
+def BagWriter(path: str | os.PathLike, storage: str = "sqlite3") -> rosbag_writer.BagWriter:
+    """The package's bag writer, with times in seconds after T0_NS."""
+    return rosbag_writer.BagWriter(path, storage, t0_ns=T0_NS, typestore=TYPESTORE)
 
 
 def ns(seconds: float) -> int:
@@ -54,85 +54,10 @@ def se2(i: int) -> np.ndarray:
     return np.array([0.1 + 0.01 * i, -0.1, 0.2 * i, 0.3, 0.05 * i, -0.5])
 
 
-class BagWriter:
-    """Context manager: ``with BagWriter(path, "mcap") as bag: bag.image("/cam", 0.1, img)``."""
-
-    def __init__(self, path: str | os.PathLike, storage: str = "sqlite3") -> None:
-        self.path = Path(path)
-        self._writer = Writer(self.path, version=9, storage_plugin=STORAGES[storage])
-        self._connections: dict[str, object] = {}
-
-    def __enter__(self) -> "BagWriter":
-        self._writer.open()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._writer.close()
-
-    def _write(self, topic: str, msgtype: str, t: float, msg) -> None:
-        if topic not in self._connections:
-            self._connections[topic] = self._writer.add_connection(topic, msgtype, typestore=TYPESTORE)
-        self._writer.write(self._connections[topic], ns(t), TYPESTORE.serialize_cdr(msg, msgtype))
-
-    def _header(self, stamp: float):
-        stamp_ns = ns(stamp)
-        time = TYPESTORE.types["builtin_interfaces/msg/Time"](sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9)
-        return TYPESTORE.types["std_msgs/msg/Header"](stamp=time, frame_id="world")
-
-    def image(self, topic: str, t: float, rgb: np.ndarray, encoding: str = "rgb8", stamp: float | None = None) -> None:
-        """Raw (rgb8, bgr8, ...) or compressed ("jpeg", "png") image, header stamp = t by default."""
-        header = self._header(t if stamp is None else stamp)
-        if encoding in ("jpeg", "png"):
-            cls = TYPESTORE.types["sensor_msgs/msg/CompressedImage"]
-            data = encode_compressed(rgb, encoding, jpeg_quality=95)
-            self._write(topic, cls.__msgtype__, t, cls(header=header, format=encoding, data=data))
-            return
-        cls = TYPESTORE.types["sensor_msgs/msg/Image"]
-        pixels, step = encode_raw(rgb, encoding)
-        msg = cls(header=header, height=rgb.shape[0], width=rgb.shape[1], encoding=encoding, is_bigendian=0,
-                  step=step, data=pixels.reshape(-1))
-        self._write(topic, cls.__msgtype__, t, msg)
-
-    def pose(self, topic: str, t: float, rpy_pose: Sequence[float], quaternion: Sequence[float] | None = None) -> None:
-        types = TYPESTORE.types
-        x, y, z, roll, pitch, yaw = (float(v) for v in rpy_pose)
-        qx, qy, qz, qw = quaternion if quaternion is not None else rpy_to_quaternion(roll, pitch, yaw)
-        pose = types["geometry_msgs/msg/Pose"](position=types["geometry_msgs/msg/Point"](x=x, y=y, z=z),
-                                              orientation=types["geometry_msgs/msg/Quaternion"](x=qx, y=qy, z=qz, w=qw))
-        cls = types["geometry_msgs/msg/PoseStamped"]
-        self._write(topic, cls.__msgtype__, t, cls(header=self._header(t), pose=pose))
-
-    def gripper(self, topic: str, t: float, position: float) -> None:
-        cls = TYPESTORE.types["astra_ros/msg/GripperCommand"]
-        self._write(topic, cls.__msgtype__, t, cls(header=self._header(t), position=float(position)))
-
-    def float64(self, topic: str, t: float, value: float) -> None:
-        cls = TYPESTORE.types["std_msgs/msg/Float64"]
-        self._write(topic, cls.__msgtype__, t, cls(data=float(value)))
-
-    def joint_state(self, topic: str, t: float, names: Sequence[str], positions: Sequence[float]) -> None:
-        cls = TYPESTORE.types["sensor_msgs/msg/JointState"]
-        msg = cls(header=self._header(t), name=list(names), position=np.asarray(positions, np.float64),
-                  velocity=np.zeros(0), effort=np.zeros(0))
-        self._write(topic, cls.__msgtype__, t, msg)
-
-    def pick_place(self, topic: str, t: float, values: Sequence[float]) -> None:
-        types = TYPESTORE.types
-        se2_pose = types["astra_ros/msg/SE2Pose"]
-        v = [float(x) for x in values]
-        msg = types["astra_ros/msg/PickPlaceSE2"](header=self._header(t), pick=se2_pose(x=v[0], y=v[1], theta=v[2]),
-                                                 place=se2_pose(x=v[3], y=v[4], theta=v[5]))
-        self._write(topic, msg.__msgtype__, t, msg)
-
-    def string(self, topic: str, t: float, text: str) -> None:
-        cls = TYPESTORE.types["std_msgs/msg/String"]
-        self._write(topic, cls.__msgtype__, t, cls(data=text))
-
-
 JOINTS = ["shoulder", "elbow", "wrist", "finger"]
 
 
-def record_episode(bag: BagWriter, t0: float, duration: float, instruction: str | None = "put the cube in the bowl",
+def record_episode(bag: rosbag_writer.BagWriter, t0: float, duration: float, instruction: str | None = "put the cube in the bowl",
                    camera_hz: float = 30.0, pose_hz: float = 20.0, skip_camera: tuple[float, float] | None = None,
                    bad_quaternion_at: float | None = None, wrist: str = "jpeg", size: tuple[int, int] = (24, 32)) -> None:
     """One teleoperated episode on the standard topics (see ``MAPPING``), from t0 for ``duration`` s.
