@@ -158,15 +158,17 @@ class ImportReport:
             if e.reason:
                 line += f": {e.reason}"
             lines.append(line)
+            base = e.start_s or 0.0  # times into the episode read better than clock times
             for gap in e.gaps:
-                lines.append(f"{'':35}gap: {gap.stream} {gap.ticks} tick(s) {gap.start_s:.3f}..{gap.end_s:.3f} s")
+                lines.append(f"{'':35}gap: {gap.stream} {gap.ticks} tick(s) at {gap.start_s - base:.3f}..{gap.end_s - base:.3f} s")
             for key, message in e.examples.items():
                 stream, kind = key.rsplit(":", 1)
                 lines.append(f"{'':35}bad: {stream} {kind} x{e.bad[stream][kind]} (e.g. {message})")
             for warning in e.warnings:
                 lines.append(f"{'':35}warning: {warning}")
         for err in self.errors:
-            lines.append(f"{'failed':8} {'-':>7} {'-':>6} {'-':>5} {'-':>5} {'-':>5} {'-':>5}  {err['source']}: {err['error']}")
+            text = err["error"] if err["source"] in err["error"] else f"{err['source']}: {err['error']}"
+            lines.append(f"{'failed':8} {'-':>7} {'-':>6} {'-':>5} {'-':>5} {'-':>5} {'-':>5}  {text}")
         d = self.to_dict()
         lines.append(
             f"{d['episodes_written']} episode(s) written ({d['steps_written']} steps, {d['frames_written']} frames, "

@@ -171,7 +171,10 @@ class BagEpisodes:
         external = ["gripper"] if self.mapping.gripper.configured and pose_space else []
         if external and a.dims and "gripper" in a.dims:
             raise MappingError(f"{where}: the gripper comes from both action.dims and the gripper section")
-        joints = [v for v in a.dims.values() if isinstance(v, str)] if a.dims else None
+        refs = [*(a.dims or {}).values(), *(a.quaternion or [])]
+        if any(not isinstance(r, str) for r in refs):
+            raise MappingError(f"{where}: JointState actions name joints in action.dims / quaternion, not indices: {refs}")
+        joints = refs or None  # None: every joint, in the message's order
         state: dict[str, VectorComposer] = {}
 
         def convert(msg: Any) -> np.ndarray:

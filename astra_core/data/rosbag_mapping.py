@@ -107,6 +107,8 @@ class RosbagMapping:
 
     def __post_init__(self) -> None:
         check_cameras(self.cameras, "an image topic")
+        if {"action", "gripper"} & set(self.cameras):  # the report names streams by these too
+            raise ConfigError("cameras: 'action' and 'gripper' name streams of the report; call the camera otherwise")
         self.proprio = [p if isinstance(p, ProprioMapping) else from_dict(ProprioMapping, p, f"proprio[{i}]")
                         for i, p in enumerate(self.proprio)]
         for key in ("control_rate_hz", "tolerance_s", "quaternion_tolerance"):

@@ -65,7 +65,17 @@ def test_pose_math_is_zyx_and_checks_quaternions():
     assert np.allclose(q, (0, 0, math.sin(math.pi / 4), math.cos(math.pi / 4)))
     rng = np.random.default_rng(0)
     for roll, pitch, yaw in rng.uniform([-3, -1.5, -3], [3, 1.5, 3], size=(50, 3)):
-        assert np.allclose(quaternion_to_rpy(*rpy_to_quaternion(roll, pitch, yaw)), (roll, pitch, yaw))
+        x, y, z, w = rpy_to_quaternion(roll, pitch, yaw)
+        assert np.allclose(quaternion_to_rpy(x, y, z, w), (roll, pitch, yaw))
+        # ZYX: the quaternion's rotation matrix is Rz(yaw) @ Ry(pitch) @ Rx(roll)
+        rotation = np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+                             [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+                             [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
+        c, s_ = np.cos, np.sin
+        rz = np.array([[c(yaw), -s_(yaw), 0], [s_(yaw), c(yaw), 0], [0, 0, 1]])
+        ry = np.array([[c(pitch), 0, s_(pitch)], [0, 1, 0], [-s_(pitch), 0, c(pitch)]])
+        rx = np.array([[1, 0, 0], [0, c(roll), -s_(roll)], [0, s_(roll), c(roll)]])
+        assert np.allclose(rotation, rz @ ry @ rx)
     assert np.allclose(normalize_quaternion(0, 0, 0, 1.005, tolerance=0.01), (0, 0, 0, 1))
     with pytest.raises(QuaternionError) as err:
         normalize_quaternion(0, 0, 0, 0, tolerance=0.01)
@@ -201,11 +211,31 @@ def test_gaps_bad_quaternions_and_trimming_are_reported(tmp_path):
     assert ep.bad_steps == 1 and ep.bad == {"action": {"norm": 1}} and "norm 0" in ep.examples["action:norm"]
     assert ep.streams["action"]["bad_messages"] == {"norm": 1}
     assert ep.steps == 31 - 4 - 1 == load_dataset_info(tmp_path / "ds").episodes[0].num_steps
-    assert "gap: front 4 tick(s)" in report.summary()
+    assert "gap: front 4 tick(s) at 1.100..1.400 s" in report.summary()
     # The strict policy drops such an episode instead.
     strict = import_bags([path], mapping(gap_policy="drop_episode"), tmp_path / "strict", progress=False)
     assert strict.episodes[0].status == "dropped" and "gap at" in strict.episodes[0].reason
     assert load_dataset_info(tmp_path / "strict").episodes == []  # the staged episode was discarded
+
+
+def test_misaligned_and_repeated_frames_are_counted(tmp_path):
+    """The wrist camera lags the front one by 60 ms (misaligned at 50 ms), and runs at 5 Hz (repeats)."""
+    path = tmp_path / "ep"
+    with bf.BagWriter(path, "mcap") as bag:
+        for i in range(21):
+            t = i * 0.1
+            bag.image("/front/image_raw", t, bf.frame(t, 0), "rgb8")
+            if i % 2 == 0:
+                bag.image("/wrist/image_raw/compressed", t + 0.04, bf.frame(t, 1), "png")
+            bag.pose("/target_pose", t, bf.pose_rpy(t))
+    m = mapping(proprio=[], gripper={"constant": 1.0}, tolerance_s=0.25, sync_tolerance_s=0.05, instruction={"text": "x"})
+    report = import_bags([path], m, tmp_path / "ds", progress=False)
+    (ep,) = report.episodes
+    assert ep.status == "written" and ep.trimmed_start == 1  # at 0 s no wrist frame yet
+    assert ep.steps == 20 and ep.misaligned_steps == 20  # wrist frames are 60 or 160 ms older than front ones
+    assert ep.streams["wrist"]["used"] == 10 and ep.streams["wrist"]["repeated"] == 10
+    assert ep.streams["front"]["repeated"] == 0 and ep.streams["wrist"]["max_age_ms"] == pytest.approx(160.0)
+    assert np.allclose(episode_arrays(tmp_path / "ds", 0)["actions"][:, 6], 1.0)  # gripper.constant
 
 
 @pytest.mark.parametrize("keep_metadata", [True, False])
