@@ -22,3 +22,12 @@ bench: setup
 clean:
 	rm -rf build *.egg-info .pytest_cache
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# Optional simulator backends (not part of `setup`): system packages + Python packages into the
+# project venv with its constraints file; idempotent (stamps in $(VENV)/.astra_stamps).
+.PHONY: sim-maniskill sim-metaworld
+sim-maniskill: setup
+	ASTRA_VENV="$(abspath $(VENV))" bash scripts/setup_maniskill.sh
+
+sim-metaworld: setup
+	ASTRA_VENV="$(abspath $(VENV))" bash scripts/setup_metaworld.sh

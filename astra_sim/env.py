@@ -62,6 +62,8 @@ class Env(Protocol):
 # Registered environments: name -> "module:factory". A factory takes keyword options.
 ENV_FACTORIES: dict[str, str] = {
     "tabletop": "astra_sim.tabletop:TabletopEnv.from_options",
+    "maniskill": "astra_sim.maniskill:ManiSkillEnv.from_options",
+    "metaworld": "astra_sim.metaworld:MetaWorldEnv.from_options",
 }
 
 
