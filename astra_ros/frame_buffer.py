@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
@@ -31,6 +31,11 @@ class FrameSet:
     images: dict[str, np.ndarray]
     newest_stamp_s: float  # max header stamp over the cameras (the observation time)
     oldest_age_s: float  # age of the oldest frame used, at take time
+    oldest_received_s: float = 0.0  # monotonic receive time of that frame: its age is re-checked at publish
+
+    def age_s(self, now_s: float) -> float:
+        """Age of the oldest frame of this set at monotonic time `now_s`."""
+        return now_s - self.oldest_received_s
 
 
 @dataclass(frozen=True)
@@ -38,10 +43,15 @@ class Staleness:
     """Why no FrameSet could be formed: per camera, None (never received) or age in seconds."""
 
     ages: dict[str, float | None]
+    refused: dict[str, str] = field(default_factory=dict)  # camera -> kind of its latest refused frame
 
     def describe(self) -> str:
-        parts = [f"{cam}: never received" if age is None else f"{cam}: last frame {age:.2f}s old"
-                 for cam, age in self.ages.items()]
+        parts = []
+        for cam, age in self.ages.items():
+            text = f"{cam}: never received" if age is None else f"{cam}: last frame {age:.2f}s old"
+            if cam in self.refused:
+                text += f" (frames refused: {self.refused[cam]})"
+            parts.append(text)
         return "stale camera(s): " + "; ".join(parts)
 
 
@@ -60,6 +70,7 @@ class FrameBuffer:
         self._lock = threading.Lock()
         self._latest: dict[str, Frame] = {}
         self._taken_seq: dict[str, int] = {}
+        self._refused: dict[str, tuple[str, float]] = {}  # camera -> (kind, monotonic time) of its last refused frame
         self.received = dict.fromkeys(self.camera_names, 0)
         # frames overwritten before any tick used them (camera faster than the control rate, or
         # the node falling behind); expected when cameras run faster than the control loop.
@@ -76,6 +87,15 @@ class FrameBuffer:
                 self.unused[camera] += 1
             self.received[camera] += 1
             self._latest[camera] = Frame(image, float(stamp_s), now, self.received[camera])
+            self._refused.pop(camera, None)
+
+    def refuse(self, camera: str, kind: str) -> None:
+        """Note that a frame of `camera` arrived but was refused (bad input of `kind`), so that a
+        hold for this camera says why it has no fresh frame."""
+        if camera not in self.received:
+            raise KeyError(f"unknown camera {camera!r}; known: {self.camera_names}")
+        with self._lock:
+            self._refused[camera] = (kind, self._clock())
 
     def take(self) -> FrameSet | Staleness:
         """The newest frame of every camera, or why that is not possible (a stale/missing camera)."""
@@ -88,7 +108,10 @@ class FrameBuffer:
             stale = {cam: age for cam, age in ages.items() if age is None or age > self.timeout_s}
             if stale:
                 self.stale_ticks += 1
-                return Staleness(stale)
+                # a refusal explains the hold while it is recent (within the timeout)
+                refused = {cam: kind for cam, (kind, t) in self._refused.items()
+                           if cam in stale and now - t <= self.timeout_s}
+                return Staleness(stale, refused)
             frames = {cam: self._latest[cam] for cam in self.camera_names}
             for cam, frame in frames.items():
                 self._taken_seq[cam] = frame.seq
@@ -96,9 +119,11 @@ class FrameBuffer:
             images={cam: f.image for cam, f in frames.items()},
             newest_stamp_s=max(f.stamp_s for f in frames.values()),
             oldest_age_s=max(ages.values()),  # type: ignore[arg-type]
+            oldest_received_s=min(f.received_s for f in frames.values()),
         )
 
     def clear(self) -> None:
         with self._lock:
             self._latest.clear()
             self._taken_seq.clear()
+            self._refused.clear()

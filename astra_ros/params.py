@@ -1,56 +1,81 @@
-"""The policy node's parameters: declared in one table, read into one validated dataclass.
+"""The policy node's parameters: one table, one validated dataclass. Pure Python, no ROS.
 
 config/policy.yaml documents each parameter for users; the descriptions here are what
-`ros2 param describe` shows. Array parameters are declared by type without a default (rclpy cannot
-infer the type of an empty list), so "not set" and "set to []" both mean "empty".
+`ros2 param describe` shows. Declaring and reading them on a node is in ros_parameters.py; this
+module has no rclpy import so that tools (astra_ros.checkpoint_params, the demo) can build and
+check a parameters file on a machine without ROS.
+
+Array parameters are declared by type without a default (rclpy cannot infer the type of an empty
+list), so "not set" and "set to []" both mean "empty". Empty `camera_names` / `camera_topics`
+are filled from the checkpoint (`resolve_cameras`) before validation.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Mapping, Sequence
 
-from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.exceptions import ParameterUninitializedException
-from rclpy.node import Node
-from rclpy.parameter import Parameter
+# Type tags of the array parameters (ros_parameters.py maps them to rclpy's Parameter.Type).
+STRING_ARRAY, INTEGER_ARRAY, DOUBLE_ARRAY = "string_array", "integer_array", "double_array"
+ARRAY_TYPES = (STRING_ARRAY, INTEGER_ARRAY, DOUBLE_ARRAY)
 
-# name -> (default or Parameter.Type for arrays, description)
+# name -> (default, or an array type tag, description)
 PARAMETERS: dict[str, tuple[Any, str]] = {
     "checkpoint": ("", "Checkpoint directory (config.yaml, stats.json, model.safetensors, meta.json). Required."),
-    "camera_names": (Parameter.Type.STRING_ARRAY,
-                     "Camera names in the order the checkpoint was trained with; must equal the checkpoint's."),
-    "camera_topics": (Parameter.Type.STRING_ARRAY, "Image topic of each camera, same order as camera_names."),
+    "camera_names": (STRING_ARRAY,
+                     "Camera names in the order the checkpoint was trained with; empty: the checkpoint's. "
+                     "When set, must equal the checkpoint's."),
+    "camera_topics": (STRING_ARRAY, "Image topic of each camera, same order as camera_names; "
+                                    "empty: camera/<name>/image_raw (camera/<name>/image_raw/compressed)."),
     "transport": ("raw", "'raw' (sensor_msgs/Image) or 'compressed' (sensor_msgs/CompressedImage, JPEG/PNG)."),
-    "image_size": (Parameter.Type.INTEGER_ARRAY,
+    "image_size": (INTEGER_ARRAY,
                    "[height, width] every frame must have (others are rejected as bad input); empty: any size."),
+    "max_image_pixels": (2_073_600, "Frames with more pixels (height x width) are refused before decoding "
+                                    "(kind 'too_large'); default 1920x1080. 0: no limit."),
     "control_rate_hz": (10.0, "Control (inference + command) rate in Hz."),
     "history_length": (0, "Segments kept when the checkpoint's context window (max_timesteps) is full; the "
                           "oldest are dropped. 0: half the window. Must be < max_timesteps."),
     "device": ("auto", "Torch device: 'auto' (cuda when available, else cpu), 'cpu', 'cuda', 'cuda:N'."),
     "output_frame": ("base_link", "frame_id of every published command."),
-    "workspace_lower": (Parameter.Type.DOUBLE_ARRAY,
+    "workspace_lower": (DOUBLE_ARRAY,
                         "Lower limit per action dimension (order of the action space); empty: training data min."),
-    "workspace_upper": (Parameter.Type.DOUBLE_ARRAY,
+    "workspace_upper": (DOUBLE_ARRAY,
                         "Upper limit per action dimension; empty: training data max."),
-    "max_step_change": (Parameter.Type.DOUBLE_ARRAY,
+    "max_step_change": (DOUBLE_ARRAY,
                         "Largest change per tick and dimension vs. the last executed command; 0 or .inf: no limit; "
                         "empty: no limit at all."),
-    "image_timeout_s": (0.5, "A camera whose newest frame is older than this (receive time) holds all commands."),
+    "image_timeout_s": (0.5, "A camera whose newest frame is older than this (receive time) holds all commands; "
+                             "checked at the tick and again when the command is published."),
+    "max_step_latency_s": (0.3, "A command whose step (control tick -> publish) took longer is withheld "
+                                "(kind 'late_command')."),
     "ee_pose_topic": ("", "geometry_msgs/PoseStamped of the current end-effector pose; required for delta actions."),
     "ee_pose_timeout_s": (0.5, "Commands are held when the end-effector pose is older than this."),
     "instruction_max_chars": (1000, "Longer instructions are rejected as bad input."),
     "dry_run": (True, "Compute and publish action_segment/status, but never publish robot commands."),
     "autostart": (True, "Configure and activate on start-up (no lifecycle manager or ros2 CLI needed)."),
     "status_rate_hz": (1.0, "Rate of the status message."),
-    "cpu_threads": (0, "torch intra-op threads for CPU inference; 0: torch's default (all cores). On a shared CPU "
-                       "1-2 threads give steadier latency."),
+    "cpu_threads": (0, "torch intra-op threads for CPU inference; 0: $OMP_NUM_THREADS if set, else 1 (steady "
+                       "latency on a CPU shared with other work). The count used is logged."),
     "warmup_steps": (2, "Policy steps run on blank images during configure (first-call costs off the hot path)."),
 }
 
-# Parameters rclpy itself declares (or interprets) on every node.
-_BUILTIN_PREFIXES = ("use_sim_time", "qos_overrides.", "start_type_description_service")
+
+def default_camera_topic(camera: str, transport: str) -> str:
+    """The image_transport naming convention, relative (resolves in the node's namespace)."""
+    return f"camera/{camera}/image_raw" + ("/compressed" if transport == "compressed" else "")
+
+
+def resolve_torch_threads(cpu_threads: int, environ: Mapping[str, str] = os.environ) -> int:
+    """The torch intra-op thread count to use: `cpu_threads` when > 0, else $OMP_NUM_THREADS when it
+    is a positive integer, else 1. One thread is the default because OpenMP threads spinning on a
+    busy 2-core machine made a step 10-25x slower (docs/DEPLOYMENT.md), and a larger count is a
+    deliberate choice."""
+    if cpu_threads > 0:
+        return cpu_threads
+    value = environ.get("OMP_NUM_THREADS", "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else 1
 
 
 @dataclass(frozen=True)
@@ -60,6 +85,7 @@ class PolicyNodeParams:
     camera_topics: tuple[str, ...]
     transport: str
     image_size: tuple[int, ...]
+    max_image_pixels: int
     control_rate_hz: float
     history_length: int
     device: str
@@ -68,6 +94,7 @@ class PolicyNodeParams:
     workspace_upper: tuple[float, ...]
     max_step_change: tuple[float, ...]
     image_timeout_s: float
+    max_step_latency_s: float
     ee_pose_topic: str
     ee_pose_timeout_s: float
     instruction_max_chars: int
@@ -94,7 +121,13 @@ class PolicyNodeParams:
             problems.append(f"'transport' is {self.transport!r}: must be 'raw' or 'compressed'")
         if self.image_size and (len(self.image_size) != 2 or min(self.image_size) <= 0):
             problems.append(f"'image_size' must be [] or [height, width] > 0, got {list(self.image_size)}")
-        for name in ("control_rate_hz", "image_timeout_s", "ee_pose_timeout_s", "status_rate_hz"):
+        if self.max_image_pixels < 0:
+            problems.append(f"'max_image_pixels' must be >= 0 (0: no limit), got {self.max_image_pixels}")
+        elif len(self.image_size) == 2 and self.max_image_pixels and math.prod(self.image_size) > self.max_image_pixels:
+            problems.append(f"'image_size' {list(self.image_size)} has more pixels than max_image_pixels="
+                            f"{self.max_image_pixels}: every frame would be refused")
+        for name in ("control_rate_hz", "image_timeout_s", "max_step_latency_s", "ee_pose_timeout_s",
+                     "status_rate_hz"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 problems.append(f"'{name}' must be a finite number > 0, got {value}")
@@ -103,7 +136,7 @@ class PolicyNodeParams:
         if self.history_length < 0:
             problems.append(f"'history_length' must be >= 0 (0: half the context window), got {self.history_length}")
         if self.cpu_threads < 0:
-            problems.append(f"'cpu_threads' must be >= 0 (0: torch's default), got {self.cpu_threads}")
+            problems.append(f"'cpu_threads' must be >= 0 (0: $OMP_NUM_THREADS or 1), got {self.cpu_threads}")
         if self.warmup_steps < 0:
             problems.append(f"'warmup_steps' must be >= 0, got {self.warmup_steps}")
         if not (self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda")):
@@ -115,6 +148,23 @@ class PolicyNodeParams:
         if problems:
             raise ValueError("invalid policy node parameters:\n  - " + "\n  - ".join(problems))
 
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any]) -> "PolicyNodeParams":
+        """From a name -> value mapping (a ros__parameters dict): missing names take their default
+        (arrays: empty); unknown names raise ValueError listing the valid ones."""
+        unknown = sorted(set(values) - set(PARAMETERS))
+        if unknown:
+            raise ValueError(f"unknown parameter(s) {unknown}; valid parameters: {sorted(PARAMETERS)}")
+        resolved: dict[str, Any] = {}
+        for f in fields(cls):
+            default = PARAMETERS[f.name][0]
+            value = values.get(f.name)
+            if default in ARRAY_TYPES:
+                resolved[f.name] = tuple(value) if value is not None else ()
+            else:
+                resolved[f.name] = default if value is None else value
+        return cls(**resolved)
+
     @property
     def image_hw(self) -> tuple[int, int] | None:
         return (self.image_size[0], self.image_size[1]) if self.image_size else None
@@ -124,36 +174,35 @@ class PolicyNodeParams:
         """max_step_change with 0 mapped to inf (no limit)."""
         return tuple(math.inf if v == 0 else v for v in self.max_step_change)
 
-
-def declare_parameters(node: Node) -> None:
-    for name, (default, description) in PARAMETERS.items():
-        node.declare_parameter(name, default, ParameterDescriptor(description=description, read_only=True))
-
-
-def unknown_parameter_names(node: Node) -> list[str]:
-    """Overrides given for this node (params file / -p) that match no declared parameter.
-
-    rclpy silently ignores such overrides; a typo in the YAML would then run with a default,
-    which for e.g. `dry_run` is not acceptable. rclpy keeps the overrides in a private dict;
-    if a future rclpy renames it we lose this check, not correctness.
-    """
-    overrides = getattr(node, "_parameter_overrides", {}) or {}
-    return sorted(name for name in overrides
-                  if name not in PARAMETERS and not name.startswith(_BUILTIN_PREFIXES))
+    @property
+    def torch_threads(self) -> int:
+        return resolve_torch_threads(self.cpu_threads)
 
 
-def read_parameters(node: Node) -> PolicyNodeParams:
-    """Read and validate; raises ValueError listing every problem (and every valid name on a typo)."""
-    unknown = unknown_parameter_names(node)
-    if unknown:
-        raise ValueError(f"unknown parameter(s) {unknown}; valid parameters: {sorted(PARAMETERS)}")
-    values: dict[str, Any] = {}
-    for f in fields(PolicyNodeParams):
-        try:
-            value = node.get_parameter(f.name).value
-        except ParameterUninitializedException:
-            value = None
-        if isinstance(PARAMETERS[f.name][0], Parameter.Type):
-            value = tuple(value) if value is not None else ()
-        values[f.name] = value
-    return PolicyNodeParams(**values)
+def resolve_cameras(values: Mapping[str, Any], checkpoint_cameras: Sequence[str] | None) -> dict[str, Any]:
+    """`values` with empty camera_names taken from the checkpoint and empty camera_topics from the
+    naming convention. A camera list that is set is kept as it is: the node compares it with the
+    checkpoint's and fails loudly on a mismatch."""
+    out = dict(values)
+    if not out.get("camera_names") and checkpoint_cameras:
+        out["camera_names"] = list(checkpoint_cameras)
+    if not out.get("camera_topics") and out.get("camera_names"):
+        transport = out.get("transport") or PARAMETERS["transport"][0]
+        out["camera_topics"] = [default_camera_topic(c, transport) for c in out["camera_names"]]
+    return out
+
+
+def coerce_value(name: str, value: Any) -> Any:
+    """`value` in the exact type rcl will declare `name` with (10 -> 10.0 for a double, array
+    items likewise), so a parameters file written from Python loads without a type error."""
+    if name not in PARAMETERS:
+        raise ValueError(f"unknown parameter {name!r}; valid parameters: {sorted(PARAMETERS)}")
+    default = PARAMETERS[name][0]
+    item = {STRING_ARRAY: str, INTEGER_ARRAY: int, DOUBLE_ARRAY: float}.get(default) if isinstance(default, str) else None
+    if item is not None:
+        return [item(v) for v in value]
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ValueError(f"parameter {name!r} must be true or false, got {value!r}")
+        return value
+    return type(default)(value)

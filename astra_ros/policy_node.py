@@ -1,27 +1,31 @@
 """The Astra policy as a ROS 2 lifecycle node: camera frames + instruction in, checked commands out.
 
-    python -m astra_ros.policy_node --ros-args --params-file config/policy.yaml
+    python -m astra_ros.policy_node --ros-args --params-file config/policy.yaml -p checkpoint:=/path/to/ckpt
     astra_policy_node --ros-args --params-file config/policy.yaml     (console script)
     ros2 launch astra_ros policy.launch.py checkpoint:=/path/to/ckpt  (with a ROS 2 install)
 
-Lifecycle: configure loads and warms up the checkpoint and checks its cameras against the
-parameters; activate starts the control timer and the inference worker; deactivate stops them.
-With `autostart` (default) the node configures and activates itself, so it runs without a
-lifecycle manager or the ros2 CLI.
+Lifecycle: configure reads the parameters (cameras left unset come from the checkpoint), loads
+and warms up the checkpoint; activate starts the control timer and the inference worker;
+deactivate stops them. With `autostart` (default) the node configures and activates itself, so
+it runs without a lifecycle manager or the ros2 CLI.
 
-Threads: the executor thread(s) run the image/instruction/pose callbacks, which only convert and
-store (FrameBuffer), and the control tick, which only decides whether a step may run and hands
-the newest frames to the inference worker thread. The worker owns the policy: it resets it on a
-new instruction, runs the model, filters the command (safety.py), publishes, and records the
-executed action in the policy's history. A tick that finds the worker still busy is counted as
-an overrun and skipped, so image callbacks never wait for the model and work never queues up.
+Threads (why: docs/DEPLOYMENT.md, "Threads and executor"):
+  * the executor thread (a SingleThreadedExecutor) runs every callback: image / instruction /
+    pose callbacks only check, convert and store (FrameBuffer); the control tick only decides
+    whether a step may run and hands the newest frames to the worker; status and services.
+    rclpy 9.1's MultiThreadedExecutor is not used: it busy-resubmits pending callbacks (rclpy
+    issue #1452) and starved the control tick under camera floods.
+  * the inference worker thread (inference_worker.py) owns the policy: reset on a new
+    instruction, model step, safety filter, freshness re-check, publish, record executed.
+    A tick that finds it busy is counted as an overrun and skipped, so work never queues up.
+  * the main thread waits for SIGINT/SIGTERM (shutdown_signals.py) and shuts down cleanly.
 
 Topics (relative names: namespace and remap as usual):
   in:  <camera_topics> (Image or CompressedImage, sensor-data QoS), instruction (std_msgs/String,
        reliable + transient-local), <ee_pose_topic> (PoseStamped, delta action spaces)
   out: target_pose (PoseStamped) + gripper_command (GripperCommand)   for pose6d action spaces
        pick_place (PickPlaceSE2)                                      for discrete_se2
-       action_segment (ActionSegment, every step, also in dry_run), status (PolicyStatus, ~1 Hz)
+       action_segment (ActionSegment, every step, also in dry_run), status (PolicyStatus)
   services: pause, resume, stop (std_srvs/Trigger)
 """
 
@@ -35,73 +39,44 @@ import time
 import warnings
 from collections import deque
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable
+from typing import Sequence
 
 import numpy as np
 import rclpy
 from geometry_msgs.msg import PoseStamped
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
+from astra_ros.checkpoint_params import check_against_checkpoint, read_checkpoint_info
 from astra_ros.frame_buffer import FrameBuffer, FrameSet, Staleness
 from astra_ros.image_conversion import ImageConversionError, to_rgb
+from astra_ros.inference_worker import InferenceWorker
+from astra_ros.instruction import INSTRUCTION_PROBLEMS, InstructionError, check_instruction
 from astra_ros.msg import ActionSegment, GripperCommand, PickPlaceSE2, PolicyStatus, SE2Pose
-from astra_ros.params import PolicyNodeParams, declare_parameters, read_parameters
-from astra_ros.safety import SafetyLimits, filter_command, wrap_angle
+from astra_ros.params import PolicyNodeParams, resolve_cameras
+from astra_ros.pose_conversion import POSE_DIMS, pose_to_xyzrpy, set_pose_from_xyzrpy, stamp_to_seconds
+from astra_ros.qos import COMMAND_QOS, INSTRUCTION_QOS, SENSOR_QOS, STATUS_QOS
+from astra_ros.ros_parameters import declare_parameters, read_parameter_values
+from astra_ros.safety import SafetyLimits, filter_command, late_command_reason, wrap_angle
+from astra_ros.shutdown_signals import ShutdownRequest
 from astra_ros.stats import LatencyWindow, ProblemLog
 
 NODE_NAME = "astra_policy"
 LATENCY_WINDOW = 10_000
 SUMMARY_PREFIX = "astra_policy summary: "
+# Problem kinds that are rejected input (PolicyStatus.bad_messages): image kinds from
+# astra_core.imaging, instruction kinds, and a bad end-effector pose.
+IMAGE_PROBLEMS = ("encoding", "size", "empty", "step", "decode", "format", "too_large")
+BAD_INPUT_PROBLEMS = IMAGE_PROBLEMS + INSTRUCTION_PROBLEMS + ("ee_pose",)
 
 # Frames reach the policy as read-only views of the message buffers (no copy); the runtime only
 # reads them (torch.stack copies), so torch's "non-writable array" warning is noise here.
 warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-POSE_DIMS = 6  # x y z roll pitch yaw; the 7th pose6d dimension is the gripper
 
-# Instruction: late joiners must get the current instruction, and it must not be lost.
-INSTRUCTION_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                             durability=DurabilityPolicy.TRANSIENT_LOCAL, history=HistoryPolicy.KEEP_LAST)
-STATUS_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                        durability=DurabilityPolicy.TRANSIENT_LOCAL, history=HistoryPolicy.KEEP_LAST)
-COMMAND_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
-
-
-# ---------------------------------------------------------------------------------------------
-# small pose helpers (ZYX / roll-pitch-yaw, the convention of the pose6d action space)
-
-def rpy_to_quaternion(roll: float, pitch: float, yaw: float) -> tuple[float, float, float, float]:
-    """-> (x, y, z, w)."""
-    cr, sr = math.cos(roll / 2), math.sin(roll / 2)
-    cp, sp = math.cos(pitch / 2), math.sin(pitch / 2)
-    cy, sy = math.cos(yaw / 2), math.sin(yaw / 2)
-    return (sr * cp * cy - cr * sp * sy, cr * sp * cy + sr * cp * sy,
-            cr * cp * sy - sr * sp * cy, cr * cp * cy + sr * sp * sy)
-
-
-def quaternion_to_rpy(x: float, y: float, z: float, w: float) -> tuple[float, float, float]:
-    norm = math.sqrt(x * x + y * y + z * z + w * w)
-    if not math.isfinite(norm) or norm < 1e-9:
-        raise ValueError(f"invalid quaternion ({x}, {y}, {z}, {w})")
-    x, y, z, w = x / norm, y / norm, z / norm, w / norm
-    roll = math.atan2(2 * (w * x + y * z), 1 - 2 * (x * x + y * y))
-    pitch = math.asin(max(-1.0, min(1.0, 2 * (w * y - z * x))))
-    yaw = math.atan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
-    return roll, pitch, yaw
-
-
-def _stamp_seconds(stamp) -> float:
-    return stamp.sec + stamp.nanosec * 1e-9
-
-
-# ---------------------------------------------------------------------------------------------
-# the inference worker
 
 @dataclass(frozen=True)
 class StepJob:
@@ -112,111 +87,53 @@ class StepJob:
     ee_pose: np.ndarray | None  # (6,) x y z roll pitch yaw, fresh, or None
 
 
-class InferenceWorker:
-    """One thread, at most one job in flight; `submit` never blocks."""
+def set_torch_threads(count: int) -> int:
+    """Set torch's intra-op thread count (CPU inference) -> the count torch now reports."""
+    import torch
 
-    def __init__(self, run: Callable[[StepJob], None], on_error: Callable[[BaseException], None]) -> None:
-        self._run, self._on_error = run, on_error
-        self._cond = threading.Condition()
-        self._job: StepJob | None = None
-        self._busy = False
-        self._stopping = False
-        self._thread = threading.Thread(target=self._loop, name="astra_inference", daemon=True)
-        self._thread.start()
-
-    def submit(self, job: StepJob) -> bool:
-        with self._cond:
-            if self._busy or self._job is not None or self._stopping:
-                return False
-            self._job = job
-            self._cond.notify()
-            return True
-
-    def stop(self, timeout_s: float = 10.0) -> None:
-        with self._cond:
-            self._stopping = True
-            self._cond.notify()
-        if threading.current_thread() is not self._thread:
-            self._thread.join(timeout_s)
-
-    def _loop(self) -> None:
-        while True:
-            with self._cond:
-                while self._job is None and not self._stopping:
-                    self._cond.wait()
-                if self._stopping:
-                    return
-                job, self._job, self._busy = self._job, None, True
-            try:
-                self._run(job)
-            except Exception as err:  # a failing step must not kill the thread (or the node)
-                self._on_error(err)
-            finally:
-                with self._cond:
-                    self._busy = False
+    torch.set_num_threads(count)
+    return torch.get_num_threads()
 
 
-# ---------------------------------------------------------------------------------------------
-
-def _checkpoint_cameras(checkpoint: str) -> list[str] | None:
-    """The checkpoint's camera list read straight from its config.yaml (no torch import), so a
-    mismatch fails in a second; None when unreadable (load_checkpoint then reports the problem)."""
-    import yaml
-
-    try:
-        cameras = yaml.safe_load((Path(checkpoint) / "config.yaml").read_text()).get("cameras")
-    except (OSError, yaml.YAMLError, AttributeError):
-        return None
-    return list(cameras) if isinstance(cameras, list) else None
-
-
-def _check_checkpoint_cameras(params: PolicyNodeParams, cameras: list[str] | None) -> None:
-    if cameras is not None and list(cameras) != list(params.camera_names):
-        raise ValueError(
-            f"camera_names {list(params.camera_names)} do not match the cameras the checkpoint "
-            f"{params.checkpoint} was trained with: {list(cameras)} (same names, same order)")
-
-
-def _load_policy(params: PolicyNodeParams):
-    """The one place the node touches astra_core (imported lazily: torch is slow to import)."""
+def load_policy(params: PolicyNodeParams):
+    """The one place the node touches astra_core's model (imported lazily: torch is slow to import)."""
     from astra_core.checkpoint import load_checkpoint
     from astra_core.runtime import AstraPolicy, default_device
 
     device = default_device() if params.device == "auto" else params.device
-    if params.cpu_threads:
-        import torch
-
-        torch.set_num_threads(params.cpu_threads)
     model = load_checkpoint(params.checkpoint, device=device)
     window = model.cfg.max_timesteps
     if params.history_length >= window:
         raise ValueError(f"history_length={params.history_length} must be < the checkpoint's context window "
                          f"max_timesteps={window} (0: half the window)")
-    keep = params.history_length or None
-    return AstraPolicy(model, device=device, keep_steps=keep), device
+    return AstraPolicy(model, device=device, keep_steps=params.history_length or None), device
 
 
 class PolicyNode(LifecycleNode):
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, argv: Sequence[str] = (), **kwargs) -> None:
         super().__init__(NODE_NAME, **kwargs)
+        self._argv = list(argv)  # to see `-p name:=[]`, which rcl drops (ros_args.py)
         declare_parameters(self)
         # rclpy forbids two severities from one call site, so each log gets its own lambda
         self.problems = ProblemLog(lambda text: self.get_logger().warning(text))
+        self.notices = ProblemLog(lambda text: self.get_logger().info(text))  # normal events (clipping)
         self._state = "unconfigured"
         self._params: PolicyNodeParams | None = None
         self._policy = None
         self._limits: SafetyLimits | None = None
         self._frames: FrameBuffer | None = None
-        self._worker: InferenceWorker | None = None
+        self._worker: InferenceWorker[StepJob] | None = None
         self._inputs: list = []
         self._outputs: dict[str, object] = {}
         self._control_timer = None
-        self._lock = threading.Lock()  # guards the fields below (executor threads vs. worker)
+        self.torch_threads: int | None = None
+        self._lock = threading.Lock()  # guards the fields below (executor thread vs. worker)
         self._instruction = ""
         self._episode = 0
         self._worker_episode = -1
         self._paused = False
         self._hold_reason = "not configured"
+        self._withheld = ""  # why the latest step's command was withheld at publish time ("" once one goes out)
         self._ee_pose: tuple[np.ndarray, float] | None = None  # (pose (6,), monotonic receive time)
         self._last_executed: np.ndarray | None = None  # absolute command last executed
         self._step = 0
@@ -225,15 +142,16 @@ class PolicyNode(LifecycleNode):
         self.e2e_latency = LatencyWindow(LATENCY_WINDOW)  # newest image header stamp -> command published
         self.step_latency = LatencyWindow(LATENCY_WINDOW)  # control tick -> command published
         self.model_latency = LatencyWindow(LATENCY_WINDOW)  # policy.step alone
-        self.overhead = LatencyWindow(LATENCY_WINDOW)  # step - model: what the node itself costs
-        self.notices = ProblemLog(lambda text: self.get_logger().info(text))  # normal events (clipping)
+        self.reset_latency = LatencyWindow(LATENCY_WINDOW)  # policy.reset (prompt encoding), new episodes only
+        self.overhead = LatencyWindow(LATENCY_WINDOW)  # step - model - reset: what the node itself costs
+        self.handoff_latency = LatencyWindow(LATENCY_WINDOW)  # tick -> worker starts the job
+        self.publish_latency = LatencyWindow(LATENCY_WINDOW)  # model done -> command published
         self._publish_times: deque[float] = deque(maxlen=50)
 
         # Status and services exist in every lifecycle state, so a failed configure is visible.
         self._status_pub = self.create_publisher(PolicyStatus, "status", STATUS_QOS)
-        self._status_timer = self.create_timer(
-            1.0 / float(self.get_parameter("status_rate_hz").value), self._publish_status,
-            callback_group=MutuallyExclusiveCallbackGroup())
+        self._status_timer = self.create_timer(1.0 / float(self.get_parameter("status_rate_hz").value),
+                                               self._publish_status)
         self.create_service(Trigger, "pause", self._on_pause)
         self.create_service(Trigger, "resume", self._on_resume)
         self.create_service(Trigger, "stop", self._on_stop)
@@ -252,11 +170,22 @@ class PolicyNode(LifecycleNode):
         self._hold_reason = "inactive"
         return TransitionCallbackReturn.SUCCESS
 
+    def _read_params(self) -> PolicyNodeParams:
+        """Parameters with cameras filled in from the checkpoint, checked against it (fast: no torch)."""
+        values, emptied = read_parameter_values(self, self._argv)
+        for name in sorted(emptied):
+            self.get_logger().info(f"'{name}' set to [] on the command line or in a later parameters file: "
+                                   "taken as empty (rcl itself would keep the earlier value)")
+        info = read_checkpoint_info(values["checkpoint"]) if values.get("checkpoint") else None
+        params = PolicyNodeParams.from_values(resolve_cameras(values, info.cameras if info else None))
+        if info is not None:
+            check_against_checkpoint(params, info)
+        return params
+
     def _configure(self) -> None:
-        params = read_parameters(self)
-        _check_checkpoint_cameras(params, _checkpoint_cameras(params.checkpoint))  # fast, before torch
-        policy, device = _load_policy(params)
-        _check_checkpoint_cameras(params, policy.camera_names)
+        params = self._read_params()
+        self.torch_threads = set_torch_threads(params.torch_threads)
+        policy, device = load_policy(params)
         spec = policy.action_space.spec
         if spec.frame == "delta":
             if spec.kind == "discrete_se2":
@@ -272,16 +201,7 @@ class PolicyNode(LifecycleNode):
         self._warm_up(policy, params)
         self._params, self._policy = params, policy
         self._frames = FrameBuffer(params.camera_names, params.image_timeout_s)
-
-        msg_type = CompressedImage if params.transport == "compressed" else Image
-        for camera, topic in zip(params.camera_names, params.camera_topics):
-            self._inputs.append(self.create_subscription(
-                msg_type, topic, self._make_image_callback(camera), qos_profile_sensor_data))
-        self._inputs.append(self.create_subscription(
-            String, "instruction", self._on_instruction, INSTRUCTION_QOS))
-        if params.ee_pose_topic:
-            self._inputs.append(self.create_subscription(
-                PoseStamped, params.ee_pose_topic, self._on_ee_pose, qos_profile_sensor_data))
+        self._create_inputs(params)
 
         pub = self.create_lifecycle_publisher
         self._outputs["action_segment"] = pub(ActionSegment, "action_segment", COMMAND_QOS)
@@ -291,10 +211,24 @@ class PolicyNode(LifecycleNode):
             self._outputs["target_pose"] = pub(PoseStamped, "target_pose", COMMAND_QOS)
             self._outputs["gripper_command"] = pub(GripperCommand, "gripper_command", COMMAND_QOS)
         self.get_logger().info(
-            f"configured: checkpoint {params.checkpoint} on {device}, action space {spec.kind}/{spec.frame}, "
-            f"cameras {list(params.camera_names)} via {params.transport} on {list(params.camera_topics)}, "
+            f"configured: checkpoint {params.checkpoint} on {device}, torch intra-op threads {self.torch_threads} "
+            f"(cpu_threads={params.cpu_threads}), action space {spec.kind}/{spec.frame}, cameras "
+            f"{list(params.camera_names)} via {params.transport} on {list(params.camera_topics)}, "
             f"{params.control_rate_hz} Hz, dry_run={params.dry_run}, limits lower={self._limits.lower.tolist()} "
             f"upper={self._limits.upper.tolist()} max_step={self._limits.max_step.tolist()}")
+
+    def _create_inputs(self, params: PolicyNodeParams) -> None:
+        """One subscription per input; each callback checks, converts and stores, nothing else.
+        A new input kind (e.g. detections, proprioception) adds its subscription here, a store
+        the tick reads, and a freshness rule in _hold_reason_locked."""
+        msg_type = CompressedImage if params.transport == "compressed" else Image
+        for camera, topic in zip(params.camera_names, params.camera_topics):
+            self._inputs.append(self.create_subscription(msg_type, topic, self._make_image_callback(camera),
+                                                         SENSOR_QOS))
+        self._inputs.append(self.create_subscription(String, "instruction", self._on_instruction, INSTRUCTION_QOS))
+        if params.ee_pose_topic:
+            self._inputs.append(self.create_subscription(PoseStamped, params.ee_pose_topic, self._on_ee_pose,
+                                                         SENSOR_QOS))
 
     @staticmethod
     def _build_limits(params: PolicyNodeParams, action_space) -> SafetyLimits:
@@ -326,8 +260,7 @@ class PolicyNode(LifecycleNode):
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         assert self._params is not None
         self._worker = InferenceWorker(self._run_step, self._on_worker_error)
-        self._control_timer = self.create_timer(
-            1.0 / self._params.control_rate_hz, self._on_tick, callback_group=MutuallyExclusiveCallbackGroup())
+        self._control_timer = self.create_timer(1.0 / self._params.control_rate_hz, self._on_tick)
         self._state = "active"
         self.get_logger().info("active" + (" (dry_run: no robot commands are published)" if self._params.dry_run
                                            else ": publishing robot commands"))
@@ -370,26 +303,29 @@ class PolicyNode(LifecycleNode):
         self._policy = self._params = self._limits = self._frames = None
 
     def shutdown(self) -> None:
-        """Stop the worker thread (used by main on exit, whatever the lifecycle state)."""
+        """Stop the control timer and the worker thread (main, on exit, whatever the lifecycle state)."""
         self._stop_control()
 
     def summary(self) -> dict:
-        """Counters and latency percentiles of this run (logged as one JSON line on exit)."""
-        def pct(window: LatencyWindow) -> dict:
-            return {"p50": round(window.percentile(50), 3), "p99": round(window.percentile(99), 3),
-                    "count": window.count}
-
+        """Counters and latency percentiles of this run (printed as one strict-JSON line on exit;
+        a percentile without samples is null)."""
         frames = self._frames
         return {
             "steps": self.step_latency.count,
             "overruns": self.overruns,
-            "e2e_ms": pct(self.e2e_latency),
-            "step_ms": pct(self.step_latency),
-            "model_ms": pct(self.model_latency),
-            "overhead_ms": pct(self.overhead),
+            "torch_threads": self.torch_threads,
+            "e2e_ms": self.e2e_latency.summary(),
+            "step_ms": self.step_latency.summary(),
+            "model_ms": self.model_latency.summary(),
+            "reset_ms": self.reset_latency.summary(),
+            "overhead_ms": self.overhead.summary(),
+            "handoff_ms": self.handoff_latency.summary(),
+            "publish_ms": self.publish_latency.summary(),
             "frames_received": sum(frames.received.values()) if frames else 0,
             "frames_unused": sum(frames.unused.values()) if frames else 0,
             "stale_ticks": frames.stale_ticks if frames else 0,
+            "late_commands": self.problems.counts["late_command"],
+            "bad_messages": self.problems.total(*BAD_INPUT_PROBLEMS),
             "problems": dict(self.problems.counts),
             "clipped_steps": self.notices.counts["clipped"],
         }
@@ -402,36 +338,31 @@ class PolicyNode(LifecycleNode):
             if frames is None or params is None:
                 return
             try:
-                image = to_rgb(msg, params.image_hw)
+                image = to_rgb(msg, params.image_hw, max_pixels=params.max_image_pixels or None)
             except ImageConversionError as err:
+                frames.refuse(camera, err.kind)
                 self.problems.report(err.kind, f"camera '{camera}': {err}")
                 return
-            frames.put(camera, image, _stamp_seconds(msg.header.stamp))
+            frames.put(camera, image, stamp_to_seconds(msg.header.stamp))
         return on_image
 
     def _on_instruction(self, msg: String) -> None:
-        text = msg.data.strip()
         limit = self._params.instruction_max_chars if self._params else 1000
-        if not text:
-            self.problems.report("empty_instruction", "received an empty instruction; ignored")
-            return
-        if len(text) > limit:
-            self.problems.report("long_instruction",
-                                 f"instruction of {len(text)} characters exceeds instruction_max_chars={limit}; ignored")
+        try:
+            text = check_instruction(msg.data, limit)
+        except InstructionError as err:
+            self.problems.report(err.kind, str(err))
             return
         with self._lock:
             self._instruction = text
             self._episode += 1
             self._last_executed = None
+            self._withheld = ""
         self.get_logger().info(f"new instruction (history reset): {text!r}")
 
     def _on_ee_pose(self, msg: PoseStamped) -> None:
-        p, q = msg.pose.position, msg.pose.orientation
         try:
-            rpy = quaternion_to_rpy(q.x, q.y, q.z, q.w)
-            pose = np.array([p.x, p.y, p.z, *rpy], dtype=np.float64)
-            if not np.isfinite(pose).all():
-                raise ValueError(f"non-finite position ({p.x}, {p.y}, {p.z})")
+            pose = pose_to_xyzrpy(msg.pose)
         except ValueError as err:
             self.problems.report("ee_pose", f"bad end-effector pose: {err}")
             return
@@ -458,6 +389,7 @@ class PolicyNode(LifecycleNode):
             self._episode += 1
             self._paused = False
             self._last_executed = None
+            self._withheld = ""
         response.success, response.message = True, "stopped: episode ended, waiting for a new instruction"
         return response
 
@@ -493,17 +425,23 @@ class PolicyNode(LifecycleNode):
         return ""
 
     def _run_step(self, job: StepJob) -> None:
-        """Worker thread: model step -> safety filter -> publish -> record executed."""
+        """Worker thread: model step -> safety filter -> freshness re-check -> publish -> record executed."""
+        start_s = time.monotonic()
         policy, limits, params = self._policy, self._limits, self._params
         if policy is None or limits is None or params is None:
             return
+        self.handoff_latency.add((start_s - job.tick_s) * 1e3)
+        reset_ms = 0.0
         if job.episode != self._worker_episode:
             policy.reset(job.instruction)
             self._worker_episode = job.episode
             self._step = 0
+            reset_ms = (time.monotonic() - start_s) * 1e3
+            self.reset_latency.add(reset_ms)
         # Memory is bounded by the runtime: at most max_timesteps segments, then it keeps the
         # newest history_length of them (see astra_core/runtime.py).
         out = policy.step(job.frames.images)
+        model_done_s = time.monotonic()
         self.model_latency.add(out.latency_ms)
         proposal = np.asarray(out.values, dtype=np.float64)
         kind, frame = policy.action_space.spec.kind, policy.action_space.spec.frame
@@ -528,7 +466,12 @@ class PolicyNode(LifecycleNode):
 
         with self._lock:
             paused = self._paused or job.episode != self._episode  # changed while the model ran
-        send = not params.dry_run and not paused
+        now_s = time.monotonic()
+        late = late_command_reason(job.frames.age_s(now_s), now_s - job.tick_s, params.image_timeout_s,
+                                   params.max_step_latency_s)
+        if late:
+            self.problems.report("late_command", late)
+        send = not params.dry_run and not paused and not late
         now = self.get_clock().now()
         stamp = now.to_msg()
         if send:
@@ -536,7 +479,7 @@ class PolicyNode(LifecycleNode):
         executed = self._executed_in_action_frame(result.command, job.ee_pose, frame)
         self._publish_segment(out, proposal, executed, job.instruction, stamp, sent=send)
         done_s = time.monotonic()
-        if paused:  # nothing went out: the robot held still
+        if paused or late:  # nothing went out: the robot held still
             self._hold_still(policy, reference, job, frame)
         else:
             # in dry_run the checked command counts as executed, so the rollout is the one the
@@ -545,12 +488,16 @@ class PolicyNode(LifecycleNode):
             self._step += 1
             with self._lock:
                 self._last_executed = result.command
+        with self._lock:
+            self._withheld = late
         step_ms = (done_s - job.tick_s) * 1e3
         self.step_latency.add(step_ms)
-        self.overhead.add(step_ms - out.latency_ms)
+        self.overhead.add(step_ms - out.latency_ms - reset_ms)
+        self.publish_latency.add((done_s - model_done_s) * 1e3)
         if job.frames.newest_stamp_s > 0:  # cameras that leave stamps at 0 give no e2e figure
             self.e2e_latency.add((now.nanoseconds * 1e-9 - job.frames.newest_stamp_s) * 1e3)
-        self._publish_times.append(done_s)
+        if not late:
+            self._publish_times.append(done_s)
 
     def _hold_still(self, policy, reference: np.ndarray | None, job: StepJob, frame: str) -> None:
         """No command went out for this step: record 'stayed where it was' as the executed action,
@@ -591,9 +538,7 @@ class PolicyNode(LifecycleNode):
             return
         pose = PoseStamped()
         pose.header.stamp, pose.header.frame_id = stamp, frame_id
-        pose.pose.position.x, pose.pose.position.y, pose.pose.position.z = (float(v) for v in command[:3])
-        q = rpy_to_quaternion(*(float(v) for v in command[3:POSE_DIMS]))
-        pose.pose.orientation.x, pose.pose.orientation.y, pose.pose.orientation.z, pose.pose.orientation.w = q
+        set_pose_from_xyzrpy(pose.pose, command)
         self._outputs["target_pose"].publish(pose)
         gripper = GripperCommand()
         gripper.header.stamp, gripper.header.frame_id = stamp, frame_id
@@ -626,7 +571,7 @@ class PolicyNode(LifecycleNode):
         msg.header.stamp = self.get_clock().now().to_msg()
         msg.state = self._state
         with self._lock:
-            hold = self._hold_reason if self._state == "active" else self._state
+            hold = (self._hold_reason or self._withheld) if self._state == "active" else self._state
             msg.step = self._step
             commands = self._state == "active" and not hold and self._params is not None and not self._params.dry_run
         msg.commands_enabled = bool(commands)
@@ -636,9 +581,9 @@ class PolicyNode(LifecycleNode):
         if frames is not None:
             msg.frames_received = sum(frames.received.values())
             msg.frames_dropped = sum(frames.unused.values())
-            msg.frames_stale = frames.stale_ticks
-        msg.bad_messages = self.problems.total(
-            "encoding", "size", "empty", "step", "decode", "format", "empty_instruction", "long_instruction", "ee_pose")
+            # ticks held by a stale camera + commands withheld because their frames aged
+            msg.frames_stale = frames.stale_ticks + self.problems.counts["late_command"]
+        msg.bad_messages = self.problems.total(*BAD_INPUT_PROBLEMS)
         p50, p99 = self.e2e_latency.percentile(50), self.e2e_latency.percentile(99)
         msg.latency_p50_ms = p50 if math.isfinite(p50) else 0.0
         msg.latency_p99_ms = p99 if math.isfinite(p99) else 0.0
@@ -650,30 +595,47 @@ class PolicyNode(LifecycleNode):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args if args is not None else sys.argv)
-    node = PolicyNode()
-    executor = MultiThreadedExecutor(num_threads=2)
+    """Run the node until SIGINT/SIGTERM; exit 0 after printing the summary, however many signals."""
+    argv = list(args if args is not None else sys.argv)
+    # rclpy's handlers would turn each SIGINT into a KeyboardInterrupt: ShutdownRequest takes them
+    rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
+    node = PolicyNode(argv)
+    shutdown = ShutdownRequest(lambda name, count: node.get_logger().info(
+        f"{name}: shutting down" if count == 1 else f"{name} again ({count}): already shutting down"))
+    shutdown.install()
+    executor = SingleThreadedExecutor()
     executor.add_node(node)
-    exit_code = 0
+    spin = threading.Thread(target=_spin, args=(executor, shutdown), name="astra_executor", daemon=True)
     try:
         if node.get_parameter("autostart").value:
             node.trigger_configure()
-            if node._state == "inactive":
+            if node._state == "inactive" and not shutdown.requested:
                 node.trigger_activate()
-            else:
+            elif node._state != "inactive":
                 node.get_logger().error(
                     "autostart: configure failed, staying unconfigured (see the status topic and the error above)")
+        spin.start()
+        shutdown.wait(also_stop=lambda: not spin.is_alive())
+    finally:
+        node.shutdown()  # control timer and inference worker first: the counters are final after this
+        executor.shutdown()
+        if spin.is_alive():
+            spin.join(5.0)
+        # one machine-readable line for operators and for astra_ros.bench_node (strict JSON)
+        print(SUMMARY_PREFIX + json.dumps(node.summary(), allow_nan=False), flush=True)
+        node.destroy_node()
+        rclpy.try_shutdown(uninstall_handlers=False)  # uninstalling would restore handlers that kill on a late SIGINT
+        shutdown.absorb_further_signals()
+    return 0
+
+
+def _spin(executor: SingleThreadedExecutor, shutdown: ShutdownRequest) -> None:
+    try:
         executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
+    except ExternalShutdownException:
         pass
     finally:
-        node.shutdown()
-        # one machine-readable line for operators and for astra_ros.bench_node
-        print(SUMMARY_PREFIX + json.dumps(node.summary()), flush=True)
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return exit_code
+        shutdown.request()  # the executor ended (context shut down elsewhere): stop the process too
 
 
 if __name__ == "__main__":

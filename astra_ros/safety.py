@@ -10,6 +10,10 @@ Every command the node publishes goes through `filter_command` first, in this or
 
 The workspace clamp comes last so it always holds, even when the reference itself lies outside
 the workspace. The result says what was clipped and why, so the node can report it.
+
+`late_command_reason` is the last check before a command goes out: a step that took long may
+have been computed from frames that are stale by now (issue: 250-900 ms steps on 4000x4000
+frames went out against a 0.5 s frame timeout), so freshness is checked again at publish time.
 """
 
 from __future__ import annotations
@@ -136,3 +140,17 @@ def filter_command(proposal: np.ndarray, limits: SafetyLimits, reference: np.nda
     for i in np.flatnonzero(clamped != command):
         clips.append(Clip(limits.names[i], "workspace", float(command[i]), float(clamped[i])))
     return FilterResult(clamped, clips)
+
+
+def late_command_reason(oldest_frame_age_s: float, step_latency_s: float, image_timeout_s: float,
+                        max_step_latency_s: float) -> str:
+    """Empty when a command may still go out; otherwise why not.
+
+    `oldest_frame_age_s`: age, at publish time, of the oldest camera frame the command was
+    computed from (local receive time); `step_latency_s`: control tick -> now."""
+    problems = []
+    if oldest_frame_age_s > image_timeout_s:
+        problems.append(f"its oldest frame is {oldest_frame_age_s:.3f}s old (image_timeout_s={image_timeout_s:g})")
+    if step_latency_s > max_step_latency_s:
+        problems.append(f"its step took {step_latency_s:.3f}s (max_step_latency_s={max_step_latency_s:g})")
+    return "command withheld: " + " and ".join(problems) if problems else ""

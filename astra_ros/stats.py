@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import Counter, deque
 from typing import Callable
@@ -30,6 +31,14 @@ class LatencyWindow:
             if not self._samples:
                 return float("nan")
             return float(np.percentile(np.fromiter(self._samples, float, len(self._samples)), q))
+
+    def summary(self, digits: int = 3) -> dict:
+        """{"p50", "p99", "count"}; the percentiles are None (JSON null, never NaN) when empty."""
+        def rounded(q: float) -> float | None:
+            value = self.percentile(q)
+            return round(value, digits) if math.isfinite(value) else None
+
+        return {"p50": rounded(50), "p99": rounded(99), "count": self.count}
 
     def clear(self) -> None:
         with self._lock:

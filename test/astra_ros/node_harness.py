@@ -12,6 +12,7 @@ in its own process, talking DDS over loopback in a domain id of its own.
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import os
 import subprocess
@@ -45,12 +46,15 @@ def module_domain_id() -> int:
     return 110 + next(_module_domains) % 120
 
 
-def make_checkpoint(directory: Path, kind: str) -> Path:
+def make_checkpoint(directory: Path, kind: str, cameras: list[str] | None = None) -> Path:
+    """A tiny-preset checkpoint with random weights; `cameras` default: the preset's [front, wrist]."""
     from astra_core.action_space import POSE6D_DIMS, SE2_DIMS, ActionStats
     from astra_core.checkpoint import save_checkpoint
     from astra_core.model import Astra, AstraConfig
 
     cfg_dict = yaml.safe_load((REPO_ROOT / "astra_core" / "presets" / "tiny.yaml").read_text())
+    if cameras is not None:
+        cfg_dict["cameras"] = list(cameras)
     if kind == "continuous_pose6d_delta":  # offsets from the current end-effector pose
         cfg_dict["action_space"] = {"kind": "continuous_pose6d", "frame": "delta"}
         names = POSE6D_DIMS
@@ -84,6 +88,18 @@ class NodeProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def summary(self) -> dict:
+        """The summary line the node prints on exit, parsed as strict JSON (NaN/Infinity refused)."""
+        from astra_ros.policy_node import SUMMARY_PREFIX
+
+        lines = [line for line in self.log().splitlines() if line.startswith(SUMMARY_PREFIX)]
+        assert len(lines) == 1, f"expected one summary line, found {len(lines)}:\n{self.log()[-3000:]}"
+
+        def refuse(constant: str):
+            raise ValueError(f"summary is not strict JSON: contains {constant}")
+
+        return json.loads(lines[0][len(SUMMARY_PREFIX):], parse_constant=refuse)
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -195,6 +211,11 @@ class RosPeer:
     def instruct(self, text: str) -> None:
         self.instruction_pub.publish(String(data=text))
 
+    def instruct_raw(self, data: bytes) -> None:
+        """Publish an instruction whose serialized `data` field is exactly these bytes (e.g.
+        invalid UTF-8, which a String message built in Python cannot hold)."""
+        self.instruction_pub.publish(string_cdr(data))
+
     def call_trigger(self, service: str, timeout_s: float = 10.0):
         from std_srvs.srv import Trigger
 
@@ -236,6 +257,13 @@ class RosPeer:
         self.node.destroy_node()
         self.context.try_shutdown()
         self._thread.join(5)
+
+
+def string_cdr(data: bytes) -> bytes:
+    """std_msgs/String serialized by hand: CDR little-endian header, uint32 length with the NUL, bytes, NUL."""
+    import struct
+
+    return b"\x00\x01\x00\x00" + struct.pack("<I", len(data) + 1) + data + b"\x00"
 
 
 def stamp_seconds(stamp) -> float:

@@ -9,18 +9,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-pytest.importorskip("rclpy")
-
-from astra_ros.params import PARAMETERS, PolicyNodeParams  # noqa: E402
+from astra_ros.params import PARAMETERS, PolicyNodeParams, resolve_torch_threads
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def valid(**changes) -> PolicyNodeParams:
     base = dict(checkpoint="/ckpt", camera_names=("front", "wrist"), camera_topics=("/a", "/b"), transport="raw",
-                image_size=(), control_rate_hz=10.0, history_length=0, device="auto", output_frame="base_link",
+                image_size=(), max_image_pixels=2_073_600, control_rate_hz=10.0, history_length=0, device="auto", output_frame="base_link",
                 workspace_lower=(), workspace_upper=(), max_step_change=(), image_timeout_s=0.5,
-                ee_pose_topic="", ee_pose_timeout_s=0.5, instruction_max_chars=1000, dry_run=True,
+                max_step_latency_s=0.3, ee_pose_topic="", ee_pose_timeout_s=0.5, instruction_max_chars=1000, dry_run=True,
                 autostart=True, status_rate_hz=1.0, cpu_threads=0, warmup_steps=2)
     base.update(changes)
     return PolicyNodeParams(**base)
@@ -47,6 +45,23 @@ def test_validation_lists_every_problem():
         assert fragment in text
     assert valid(max_step_change=(0.0, 0.5)).step_limits == (float("inf"), 0.5)
     assert valid(image_size=(48, 64)).image_hw == (48, 64)
+    with pytest.raises(ValueError, match="every frame would be refused"):
+        valid(image_size=(100, 100), max_image_pixels=9999)
+
+
+def test_from_values_fills_defaults_and_rejects_unknown_names():
+    params = PolicyNodeParams.from_values({"checkpoint": "/c", "camera_names": ["a"], "camera_topics": ["/a"]})
+    assert params.max_step_change == () and params.dry_run is True and params.control_rate_hz == 10.0
+    with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['dryrun'\]"):
+        PolicyNodeParams.from_values({"checkpoint": "/c", "dryrun": False})
+
+
+def test_torch_threads_default_to_one_unless_chosen():
+    assert resolve_torch_threads(0, {}) == 1
+    assert resolve_torch_threads(0, {"OMP_NUM_THREADS": "3"}) == 3
+    assert resolve_torch_threads(0, {"OMP_NUM_THREADS": "junk"}) == 1
+    assert resolve_torch_threads(2, {"OMP_NUM_THREADS": "3"}) == 2
+    assert PARAMETERS["cpu_threads"][0] == 0
 
 
 def test_launch_file_declares_its_arguments_and_runs_the_installed_executable():

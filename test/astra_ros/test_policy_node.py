@@ -19,7 +19,7 @@ from geometry_msgs.msg import PoseStamped  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
 from astra_ros.msg import ActionSegment, GripperCommand  # noqa: E402
-from astra_ros.policy_node import quaternion_to_rpy, rpy_to_quaternion  # noqa: E402
+from astra_ros.pose_conversion import quaternion_to_rpy, rpy_to_quaternion  # noqa: E402
 
 from node_harness import (NodeProcess, RosPeer, assert_only_the_running_step_finishes,  # noqa: E402
                        module_domain_id, publish_until_counted, rgb_frame, stamp_seconds, stamped_after,
@@ -154,6 +154,33 @@ def test_a_stale_camera_stops_the_commands_and_the_status_says_why(running):
     stream_all(peer)
     t_back = time.monotonic()
     peer.wait_for(lambda: len(peer.poses.since(t_back)) >= 3, 10, "commands after the camera came back")
+
+
+def test_an_instruction_that_is_not_utf8_is_refused_counted_and_named(running):
+    """Issue 12, defect 1: bytes that are not UTF-8 reach the callback as text with U+FFFD; they
+    must not start an episode: refused, counted as bad input, named in the status."""
+    node, peer = running
+    stream_all(peer)
+    peer.instruct("lift the lid")
+    peer.wait_for(lambda: any(s.instruction == "lift the lid" and s.step >= 2 for s in peer.segments.messages()),
+                  20, "steps with a valid instruction")
+    t0 = time.monotonic()
+    counted = peer.wait_for_status(lambda s: True, 5, "a status", after=t0).bad_messages
+    for raw in (b"\xff\xfe\xfd", b"pick \xc3\x28 up"):
+        t_sent = time.monotonic()
+        peer.instruct_raw(raw)
+        status = peer.wait_for_status(lambda s, n=counted: s.bad_messages > n, 10,
+                                      f"the node to count {raw!r} as bad input", after=t_sent)
+        counted = status.bad_messages
+        assert status.last_error.startswith("invalid_utf8:"), status.last_error
+    time.sleep(0.5)  # steps after the garbage: the episode goes on, not reset
+    segments = peer.segments.messages(t0)
+    assert segments and {s.instruction for s in segments} == {"lift the lid"}
+    steps = [s.step for s in segments]
+    assert steps == list(range(steps[0], steps[0] + len(steps))) and steps[0] > 0, steps
+    log = node.log()
+    assert log.count("[invalid_utf8]") == 1 and "\ufffd" not in log
+    assert "new instruction (history reset): 'lift the lid'" in log
 
 
 def test_pause_resume_and_stop_services(running):

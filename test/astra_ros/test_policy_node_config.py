@@ -18,7 +18,7 @@ from sensor_msgs.msg import CompressedImage  # noqa: E402
 
 from astra_ros.msg import ActionSegment, PickPlaceSE2  # noqa: E402
 
-from astra_ros.policy_node import quaternion_to_rpy, rpy_to_quaternion  # noqa: E402
+from astra_ros.pose_conversion import quaternion_to_rpy, rpy_to_quaternion  # noqa: E402
 
 from node_harness import (REPO_ROOT, NodeProcess, RosPeer, assert_only_the_running_step_finishes,  # noqa: E402
                        compressed_frame, publish_until_counted, rgb_frame, write_params)
