@@ -3,6 +3,7 @@
     python -m astra_ros.bench_node --duration 300            # the 5-minute run (tiny preset)
     python -m astra_ros.bench_node --duration 20             # a quick check
     python -m astra_ros.bench_node --checkpoint runs/x/best  # your own checkpoint
+    python -m astra_ros.bench_node --duration 60 --camera-rate-hz 60 --bad-frames-per-s 300   # a flood
 
 What it does, all on this machine over loopback DDS (own domain id):
 1. builds a tiny-preset checkpoint with random weights (unless --checkpoint is given);
@@ -13,12 +14,19 @@ What it does, all on this machine over loopback DDS (own domain id):
    resident memory (/proc/<pid>/status VmRSS) every 2 s;
 5. stops the node with SIGINT and reads the summary line it logs on exit.
 
+Threads are chosen, not inherited: --threads (default 0: $OMP_NUM_THREADS if set, else 1, the
+node's own rule) goes to the node's cpu_threads and to the offline timing; the JSON gives the
+count the node reports and the machine's load average (os.getloadavg) before and after the run,
+so a reader can judge a figure.
+
 Figures (ms unless named otherwise):
   e2e_ms           camera header stamp (= publish time here) -> command published, per step
                    (includes the wait for the next control tick: up to one period)
   step_ms          control tick -> command published (model + node work)
   model_ms         policy.step alone, inside the node
-  overhead_ms      step_ms - model_ms per step: the node's own cost (target <= 2 ms)
+  overhead_ms      step_ms - model_ms (- reset_ms) per step: the node's own cost (target <= 2 ms),
+                   split into handoff_ms (tick -> the worker starts the job) and publish_ms
+                   (model done -> safety filter, messages, publish, record executed)
   model_offline_ms policy.step alone in this process, before the node starts
   control_rate_hz  ActionSegments received per second
   frames_lost      camera frames published but never received by the node
@@ -104,8 +112,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=None,
                         help="seconds excluded from the RSS baseline (default: min(30, duration/5))")
     parser.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID (default: from the pid)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads, for the node (cpu_threads) and the offline timing; 0: torch default")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch intra-op threads for the node (cpu_threads) and the offline timing; "
+                             "0: $OMP_NUM_THREADS if set, else 1")
+    parser.add_argument("--bad-frames-per-s", type=float, default=0.0,
+                        help="also publish this many malformed frames per second on the camera topics (a flood)")
     parser.add_argument("--model-steps", type=int, default=200, help="steps of the offline model timing")
     args = parser.parse_args(argv)
 
@@ -125,15 +136,19 @@ def main(argv: list[str] | None = None) -> int:
     from astra_ros.msg import ActionSegment, PolicyStatus
     from astra_ros.policy_node import SUMMARY_PREFIX
 
+    from astra_ros.params import resolve_torch_threads
+
+    threads = resolve_torch_threads(args.threads)
+    load_before = [round(v, 2) for v in os.getloadavg()]
     workdir = Path(tempfile.mkdtemp(prefix="astra_bench_node_"))
     checkpoint = args.checkpoint or make_tiny_checkpoint(workdir / "tiny")
-    model_offline = time_model_step(checkpoint, args.image_size, args.model_steps, args.threads)
+    model_offline = time_model_step(checkpoint, args.image_size, args.model_steps, threads)
 
     params = workdir / "params.yaml"
     params.write_text(yaml.safe_dump({"astra_policy": {"ros__parameters": {
         "checkpoint": str(checkpoint), "camera_names": list(CAMERAS),
         "camera_topics": [f"/bench/{c}/image" for c in CAMERAS], "image_size": [args.image_size] * 2,
-        "control_rate_hz": args.control_rate_hz, "device": "cpu", "dry_run": False, "cpu_threads": args.threads,
+        "control_rate_hz": args.control_rate_hz, "device": "cpu", "dry_run": False, "cpu_threads": threads,
         "workspace_lower": [], "workspace_upper": [], "max_step_change": []}}}))
     node_log = workdir / "node.log"
     with open(node_log, "wb") as log:
@@ -166,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(0.1)
         rng = np.random.default_rng(0)
         images = [rng.integers(0, 256, (args.image_size, args.image_size, 3), dtype=np.uint8) for _ in range(8)]
+        bad_frame = Image(height=args.image_size, width=args.image_size, encoding="yuv422", step=1, data=bytes(8))
+        bad_sent = 0
         instruction.publish(String(data="pick up the red cube"))
         warmup = args.warmup if args.warmup is not None else min(30.0, args.duration / 5)
         rss: list[tuple[float, float]] = []
@@ -184,6 +201,12 @@ def main(argv: list[str] | None = None) -> int:
                                                stamp=stamp))
             published += 1
             next_frame += 1.0 / args.camera_rate_hz
+            if args.bad_frames_per_s > 0:  # spread the malformed frames over the frame period
+                per_period = args.bad_frames_per_s / args.camera_rate_hz
+                while bad_sent < published * per_period:
+                    pubs[CAMERAS[bad_sent % len(CAMERAS)]].publish(bad_frame)
+                    bad_sent += 1
+                    time.sleep(max(0.0, min(next_frame - time.monotonic(), 1.0 / args.bad_frames_per_s)))
             time.sleep(max(0.0, next_frame - time.monotonic()))
         time.sleep(1.0)  # let the last frames and commands arrive
         last_status = statuses[-1]
@@ -201,7 +224,10 @@ def main(argv: list[str] | None = None) -> int:
             "duration_s": args.duration,
             "image_size": [args.image_size, args.image_size],
             "cameras": len(CAMERAS),
-            "torch_threads": args.threads,
+            "torch_threads": summary.get("torch_threads", threads),
+            "cpu_count": os.cpu_count(),
+            "load_avg_before": load_before,
+            "load_avg_after": [round(v, 2) for v in os.getloadavg()],
             "control_rate_target_hz": args.control_rate_hz,
             "control_rate_hz": round((len(times) - 1) / (times[-1] - times[0]), 3) if len(times) > 1 else 0.0,
             "commands": len(segments),
@@ -209,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
             "step_ms": summary.get("step_ms"),
             "model_ms": summary.get("model_ms"),
             "overhead_ms": summary.get("overhead_ms"),
+            "handoff_ms": summary.get("handoff_ms"),
+            "publish_ms": summary.get("publish_ms"),
+            "reset_ms": summary.get("reset_ms"),
             "model_offline_ms": model_offline,
             "command_transport_ms": {"p50": round(float(np.percentile(transport, 50)), 3),
                                      "p99": round(float(np.percentile(transport, 99)), 3)} if transport else None,
@@ -216,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
             "frames_received": summary.get("frames_received", int(last_status.frames_received)),
             "frames_lost": published * len(CAMERAS) - summary.get("frames_received", int(last_status.frames_received)),
             "frames_unused": summary.get("frames_unused"),
+            "bad_frames_sent": bad_sent,
+            "bad_messages_counted": summary.get("bad_messages"),
             "overruns": summary.get("overruns"),
             "stale_ticks": summary.get("stale_ticks"),
             "rss_mb_after_warmup": round(after[0][1], 2) if after else None,

@@ -19,7 +19,7 @@ from geometry_msgs.msg import PoseStamped  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
 from astra_ros.msg import ActionSegment, GripperCommand  # noqa: E402
-from astra_ros.pose_conversion import quaternion_to_rpy, rpy_to_quaternion  # noqa: E402
+from astra_ros.pose_conversion import rpy_to_quaternion  # noqa: E402
 
 from node_harness import (NodeProcess, RosPeer, assert_only_the_running_step_finishes,  # noqa: E402
                        module_domain_id, publish_until_counted, rgb_frame, stamp_seconds, stamped_after,
@@ -259,16 +259,6 @@ def test_a_thousand_malformed_messages_do_not_hurt_the_node(running):
     assert segs and segs[0].step == 0
     assert all(np.all(np.array(s.executed) >= np.array(LOWER) - 1e-9) for s in segs)
     assert node.alive()
-
-
-def test_quaternion_helpers_round_trip():
-    rng = np.random.default_rng(3)
-    for _ in range(200):
-        rpy = rng.uniform([-math.pi, -1.5, -math.pi], [math.pi, 1.5, math.pi])
-        back = quaternion_to_rpy(*rpy_to_quaternion(*rpy))
-        np.testing.assert_allclose(back, rpy, atol=1e-9)
-    with pytest.raises(ValueError):
-        quaternion_to_rpy(0.0, 0.0, 0.0, 0.0)
 
 
 def test_delta_actions_become_absolute_targets_and_back():
