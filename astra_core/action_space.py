@@ -25,6 +25,9 @@ ACTION_KINDS: tuple[str, ...] = ("discrete_se2", "discrete_pose6d", "continuous_
 
 SE2_DIMS = ("pick_x", "pick_y", "pick_theta", "place_x", "place_y", "place_theta")
 POSE6D_DIMS = ("x", "y", "z", "roll", "pitch", "yaw", "gripper")
+SE2_POSITION_PAIRS = ((0, 1), (3, 4))
+POSE6D_POSITION_PAIRS = ((0, 1),)
+ANGLE_DIMS = ("pick_theta", "place_theta", "roll", "pitch", "yaw")
 
 
 @dataclass
@@ -56,6 +59,22 @@ class ActionSpaceSpec:
     @property
     def dim(self) -> int:
         return len(self.dim_names)
+
+    @property
+    def position_pairs(self) -> list[tuple[int, int]]:
+        """(x, y) dimension pairs that are positions on the work surface (the pointer readout
+        predicts these from token coordinates): pick and place for SE(2), x/y for a pose."""
+        return list(SE2_POSITION_PAIRS if self.kind == "discrete_se2" else POSE6D_POSITION_PAIRS)
+
+    @property
+    def rotation_pair(self) -> tuple[int, int] | None:
+        """(pick angle, place angle) of SE(2) pick-and-place: the object turns by their difference."""
+        return (2, 5) if self.kind == "discrete_se2" else None
+
+    @property
+    def angle_dims(self) -> list[int]:
+        """Dimensions that are angles in radians (errors wrap around the circle)."""
+        return [i for i, name in enumerate(self.dim_names) if name in ANGLE_DIMS]
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -1,7 +1,7 @@
 """Checkpoints: a directory that never needs unpickling.
 
     config.yaml        the AstraConfig (cameras, action space, encoders, sizes)
-    stats.json         dataset action statistics (bins / normalisation)
+    stats.json         dataset statistics: actions (bins / normalisation) and proprioception
     model.safetensors  weights (a frozen language encoder is referenced by config, not copied)
     meta.json          format version, sha256 of the weights, free-form metadata (step, metrics)
 
@@ -80,7 +80,9 @@ def save_checkpoint(directory: str | Path, model: Astra, meta: Optional[dict] = 
 
     def write(tmp: Path) -> None:
         (tmp / CONFIG_FILE).write_text(yaml.safe_dump(model.cfg.to_dict(), sort_keys=False))
-        (tmp / STATS_FILE).write_text(json.dumps(model.action_space.stats.to_dict(), indent=2))
+        stats = {"action": model.action_space.stats.to_dict(),
+                 "proprio": None if model.proprio_stats is None else model.proprio_stats.to_dict()}
+        (tmp / STATS_FILE).write_text(json.dumps(stats, indent=2))
         save_file(_saved_keys(model), str(tmp / WEIGHTS_FILE), metadata={"format": "astra"})
         info = {
             "format_version": FORMAT_VERSION,
@@ -114,6 +116,22 @@ def read_checkpoint_meta(directory: str | Path) -> dict:
     return info
 
 
+def read_stats(path: Path) -> tuple[ActionStats, Optional[ActionStats]]:
+    """stats.json -> (action statistics, proprioception statistics or None).
+
+    Checkpoints before proprioception stored the action statistics alone at the top level."""
+    data = json.loads(Path(path).read_text())
+    if not isinstance(data, dict):
+        raise ValueError(f"must hold a JSON object, holds {type(data).__name__}")
+    if "names" in data:
+        return ActionStats.from_dict(data), None
+    unknown = set(data) - {"action", "proprio"}
+    if unknown or "action" not in data:
+        raise ValueError(f"expected keys 'action' and 'proprio', found {sorted(data)}")
+    proprio = data.get("proprio")
+    return ActionStats.from_dict(data["action"]), None if proprio is None else ActionStats.from_dict(proprio)
+
+
 def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -> Astra:
     """Rebuild the model from ``directory``; raises CheckpointError naming file and problem."""
     root = Path(directory)
@@ -130,8 +148,8 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -
     except (yaml.YAMLError, ConfigError, UnicodeDecodeError) as err:
         raise CheckpointError(f"checkpoint {str(root)!r}: {CONFIG_FILE} is invalid: {err}") from err
     try:
-        stats = ActionStats.from_dict(json.loads((root / STATS_FILE).read_text()))
-    except (json.JSONDecodeError, UnicodeDecodeError, TypeError, ValueError) as err:
+        stats, proprio_stats = read_stats(root / STATS_FILE)
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError, ValueError, KeyError) as err:
         raise CheckpointError(f"checkpoint {str(root)!r}: {STATS_FILE} is invalid: {err}") from err
 
     weights_path = root / WEIGHTS_FILE
@@ -146,7 +164,7 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -
         raise CheckpointError(f"checkpoint {str(root)!r}: {WEIGHTS_FILE} is corrupt or truncated: {err}") from err
 
     try:
-        model = Astra(cfg, stats)
+        model = Astra(cfg, stats, proprio_stats if cfg.proprio_dim else None)
     except (ValueError, FileNotFoundError, OSError) as err:
         raise CheckpointError(f"checkpoint {str(root)!r}: cannot build the model of {CONFIG_FILE}: {err}") from err
     expected = _saved_keys(model)

@@ -5,8 +5,10 @@ A trajectory ``(p, s_1, a_1, ..., s_T, a_T)`` is laid out as tokens::
     p_1..p_L | s_1,1..s_M,1 | q_1..q_N | a_1,1..a_N,1 | s_1,2 .. | q_1..q_N | a_1,2 .. | ...
       prompt     state s_1    queries     action a_1     state s_2  queries   action a_2
 
-The action queries q_1..q_N are present only when decoding actions (Figure 7a); they are left out
-when encoding a trajectory for contrastive dynamics learning (Figure 7b).
+A state segment holds M tokens: one per camera image in the paper's ManiSkill setting, or several
+per camera (object tokens, patch tokens), plus an optional proprioception token; the mask only
+depends on M. The action queries q_1..q_N are present only when decoding actions (Figure 7a); they
+are left out when encoding a trajectory for contrastive dynamics learning (Figure 7b).
 
 Mask convention (as ``torch.nn.functional.scaled_dot_product_attention``): ``mask[i, j]`` is True
 when output token ``i`` may attend to input token ``j``. Rows are outputs ("left" in Figure 7),
@@ -31,19 +33,19 @@ class TokenLayout:
     """Positions of every token of a trajectory with ``num_steps`` timesteps."""
 
     prompt_len: int  # L
-    num_cameras: int  # M
+    state_len: int  # M: tokens per state segment (cameras x tokens per camera, + proprio)
     action_dim: int  # N
     num_steps: int  # T
     action_queries: bool  # decoding (True, Figure 7a) or encoding (False, Figure 7b)
 
     def __post_init__(self) -> None:
-        if self.prompt_len < 1 or self.num_cameras < 1 or self.action_dim < 1 or self.num_steps < 0:
+        if self.prompt_len < 1 or self.state_len < 1 or self.action_dim < 1 or self.num_steps < 0:
             raise ValueError(f"invalid token layout {self}")
 
     @property
     def step_len(self) -> int:
         """Tokens per timestep: a state segment, optionally the queries, an action segment."""
-        return self.num_cameras + self.action_dim * (2 if self.action_queries else 1)
+        return self.state_len + self.action_dim * (2 if self.action_queries else 1)
 
     @property
     def num_tokens(self) -> int:
@@ -55,19 +57,19 @@ class TokenLayout:
     @cached_property
     def state_index(self) -> torch.Tensor:
         """(T, M) token positions of the state segments."""
-        return self._step_offsets()[:, None] + torch.arange(self.num_cameras)
+        return self._step_offsets()[:, None] + torch.arange(self.state_len)
 
     @cached_property
     def query_index(self) -> torch.Tensor:
         """(T, N) token positions of the action queries (empty when there are none)."""
         if not self.action_queries:
             return torch.empty(self.num_steps, 0, dtype=torch.long)
-        return self._step_offsets()[:, None] + self.num_cameras + torch.arange(self.action_dim)
+        return self._step_offsets()[:, None] + self.state_len + torch.arange(self.action_dim)
 
     @cached_property
     def action_index(self) -> torch.Tensor:
         """(T, N) token positions of the action segments."""
-        start = self.num_cameras + (self.action_dim if self.action_queries else 0)
+        start = self.state_len + (self.action_dim if self.action_queries else 0)
         return self._step_offsets()[:, None] + start + torch.arange(self.action_dim)
 
     @cached_property
@@ -87,7 +89,7 @@ class TokenLayout:
         """
         seg = torch.zeros(self.num_tokens, dtype=torch.long)
         t = torch.arange(1, self.num_steps + 1)[:, None]
-        seg[self.state_index.flatten()] = (2 * t - 1).expand(-1, self.num_cameras).flatten()
+        seg[self.state_index.flatten()] = (2 * t - 1).expand(-1, self.state_len).flatten()
         seg[self.query_index.flatten()] = (2 * t - 1).expand(-1, self.query_index.shape[1]).flatten()
         seg[self.action_index.flatten()] = (2 * t).expand(-1, self.action_dim).flatten()
         return seg
@@ -95,7 +97,7 @@ class TokenLayout:
 
 def attention_mask(
     prompt_len: int,
-    num_cameras: int,
+    state_len: int,
     action_dim: int,
     num_steps: int,
     action_queries: bool,
@@ -115,7 +117,7 @@ def attention_mask(
       it. Needed for Gato-like autoregressive decoding, where a_{i,t} is predicted from the token
       before it and must not see itself through a bidirectional segment.
     """
-    layout = TokenLayout(prompt_len, num_cameras, action_dim, num_steps, action_queries)
+    layout = TokenLayout(prompt_len, state_len, action_dim, num_steps, action_queries)
     seg, pos = layout.segment, torch.arange(layout.num_tokens)
     if attention == "trajectory":
         mask = seg[None, :] <= seg[:, None]

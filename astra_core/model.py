@@ -1,11 +1,36 @@
 """Astra: a transformer over embodied trajectories (paper sections 3.1-3.3, appendix A.2).
 
-Tokens (see ``layout.py``): prompt tokens from a frozen language encoder, one token per camera
-image, N learnable action queries per step (decoding only) and one token per action dimension.
-Attention is masked by ``layout.attention_mask``: causal between segments and bidirectional
-inside a segment (``attention="trajectory"``), or plain causal (the ablation). All N action
-dimensions of a step are read off the N query tokens in parallel; the Gato-like ablation
+Tokens (see ``layout.py``): prompt tokens from a frozen language encoder; a state segment of M
+tokens per step; N learnable action queries per step (decoding only); one token per action
+dimension. Attention is masked by ``layout.attention_mask``: causal between segments and
+bidirectional inside a segment (``attention="trajectory"``), or plain causal (the ablation). All N
+action dimensions of a step are read off the N query tokens in parallel; the Gato-like ablation
 (``action_decoding="autoregressive"``) predicts a_{i,t} from the token before it instead.
+
+State tokens (``state_tokens``), M per step:
+
+* ``pooled``  one token per camera image (the paper's ManiSkill setting);
+* ``patches`` the vision encoder's feature map as a grid of tokens per camera;
+* ``objects`` one token per object instance per camera (VIMA's object tokens): a crop of the image
+  at the instance's box, plus the box itself; empty slots (fewer objects than ``max_objects``) are
+  hidden from every token;
+* plus, with ``proprio_dim > 0``, one proprioception token (normalised by dataset statistics).
+
+Patch and object tokens carry Fourier features of their box. On a camera with a calibration (a
+homography from the image to the work surface, recorded with the dataset) every such token also
+knows its (x, y) on the table.
+
+Readout (``readout``):
+
+* ``heads``   one linear head per action dimension on its query (the paper's);
+* ``pointer`` for each (x, y) position pair of the action space (pick, place), a pointer over the
+  current step's state tokens that have table coordinates: the position is the chosen token's
+  (x, y) plus a learned offset. The other dimensions (angles, z, gripper) keep their heads, read
+  from their query plus the token the first pointer chose (an object's orientation lives in its
+  own token). For SE(2) pick-and-place the place angle is predicted as the pick angle plus a
+  rotation (bins over the circle): the rotation is what a pick-and-place does to the object and
+  what an instruction names ("rotate it by 45 degrees"), while the absolute place angle also
+  depends on how the object happened to lie. The action space's bins stay the output format.
 
 The same blocks serve training (whole windows), CDL (the encoding mask, no queries, pooled last
 segment) and streaming inference (``forward_tokens`` with a ``KVCache``; see ``runtime.py``).
@@ -27,6 +52,10 @@ from astra_core.action_space import ActionSpace, ActionSpaceSpec, ActionStats
 from astra_core.configuration import ConfigError, from_dict, load_yaml, to_dict
 from astra_core.encoders import LanguageConfig, TextEncoder, VisionConfig, VisionEncoder
 from astra_core.layout import TokenLayout, attention_mask
+from astra_core.objects import (OBJECT_FIELDS, WHOLE_IMAGE, apply_homography, box_centres, check_homography,
+                                fourier_features, grid_boxes)
+
+StateTokens = Literal["pooled", "patches", "objects"]
 
 
 @dataclass
@@ -37,10 +66,18 @@ class AstraConfig:
     mlp_ratio: int = 4
     dropout: float = 0.0
     max_timesteps: int = 16  # context window in steps (T); also the size of the timestep table
-    cameras: list[str] = field(default_factory=lambda: ["front"])  # ordered: one token each
+    cameras: list[str] = field(default_factory=lambda: ["front"])  # ordered
     attention: Literal["trajectory", "causal"] = "trajectory"
     action_decoding: Literal["queries", "autoregressive"] = "queries"
     cdl_dim: int = 128  # size of the trajectory embedding f(tau) used by CDL
+    state_tokens: StateTokens = "pooled"
+    max_objects: int = 8  # objects: token slots per camera (more instances: the largest are kept)
+    box_frequencies: int = 6  # Fourier frequencies of a token's box (patches, objects)
+    readout: Literal["heads", "pointer"] = "heads"
+    proprio_dim: int = 0  # P > 0: one proprioception token per state segment
+    # camera -> 3x3 homography from normalised image (u, v) to the action frame's table (x, y);
+    # taken from the dataset's calibration at training time.
+    calibration: dict[str, list[list[float]]] = field(default_factory=dict)
     vision: VisionConfig = field(default_factory=VisionConfig)
     language: LanguageConfig = field(default_factory=LanguageConfig)
     action_space: ActionSpaceSpec = field(default_factory=ActionSpaceSpec)
@@ -58,6 +95,23 @@ class AstraConfig:
             raise ValueError(f"action_decoding={self.action_decoding!r}: must be 'queries' or 'autoregressive'")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout={self.dropout}: must be in [0, 1)")
+        if self.state_tokens not in ("pooled", "patches", "objects"):
+            raise ValueError(f"state_tokens={self.state_tokens!r}: must be 'pooled', 'patches' or 'objects'")
+        if self.readout not in ("heads", "pointer"):
+            raise ValueError(f"readout={self.readout!r}: must be 'heads' or 'pointer'")
+        if self.max_objects < 1 or self.box_frequencies < 1 or self.proprio_dim < 0:
+            raise ValueError("max_objects and box_frequencies must be >= 1, proprio_dim >= 0")
+        for camera, homography in self.calibration.items():
+            if camera not in self.cameras:
+                raise ValueError(f"calibration for unknown camera {camera!r}; cameras are {self.cameras}")
+            check_homography(homography, f"calibration[{camera!r}]")
+        if self.readout == "pointer":
+            if self.state_tokens == "pooled":
+                raise ValueError("readout=pointer points at state tokens with a place on the table: "
+                                 "use state_tokens 'patches' or 'objects'")
+            if not self.calibration:
+                raise ValueError("readout=pointer needs a calibrated camera (calibration: a table homography "
+                                 "for at least one camera, recorded with the dataset)")
 
     @classmethod
     def from_dict(cls, data: dict) -> "AstraConfig":
@@ -72,6 +126,31 @@ class AstraConfig:
 
     def to_dict(self) -> dict:
         return to_dict(self)
+
+
+@dataclass
+class States:
+    """The state tokens of a window, before camera and timestep embeddings (``Astra.encode_states``)."""
+
+    features: torch.Tensor  # (B, T, M, E)
+    valid: torch.Tensor  # (B, T, M) bool: the token exists (empty object slots, padded steps: False)
+    coords: torch.Tensor  # (B, T, M, 2) table (x, y) of the token (action frame units)
+    has_coords: torch.Tensor  # (B, T, M) bool: valid and on a calibrated camera
+
+    def map(self, fn) -> "States":
+        """The same states with ``fn`` applied to each tensor (indexing, device moves)."""
+        return States(fn(self.features), fn(self.valid), fn(self.coords), fn(self.has_coords))
+
+
+@dataclass
+class AstraOutput:
+    """What the readout predicts for every step (``Astra.forward``)."""
+
+    head: torch.Tensor  # (B, T, N, K): per-dimension logits (discrete) or normalised values (K = 1)
+    # readout=pointer only: logits over the step's M state tokens per position pair (-inf: not a
+    # candidate), and the offset (action frame units) added to the chosen token's coordinates.
+    pointer_logits: Optional[torch.Tensor] = None  # (B, T, G, M)
+    pointer_offset: Optional[torch.Tensor] = None  # (B, T, G, 2)
 
 
 @lru_cache(maxsize=128)
@@ -139,19 +218,46 @@ class Block(nn.Module):
 
 
 class Astra(nn.Module):
-    def __init__(self, cfg: AstraConfig, action_stats: ActionStats) -> None:
+    def __init__(self, cfg: AstraConfig, action_stats: ActionStats, proprio_stats: Optional[ActionStats] = None) -> None:
         super().__init__()
         self.cfg = cfg
         self.action_space = ActionSpace(cfg.action_space, action_stats)
-        E, N, M = cfg.n_embd, self.action_space.dim, len(cfg.cameras)
+        E, N, C = cfg.n_embd, self.action_space.dim, len(cfg.cameras)
         K = self.action_space.head_size
 
         self.vision = VisionEncoder(cfg.vision)
         self.language = TextEncoder(cfg.language)
-        self.image_proj = nn.Linear(self.vision.out_dim, E)
+        feature_dim = self.vision.map_dim if cfg.state_tokens == "patches" else self.vision.out_dim
+        self.image_proj = nn.Linear(feature_dim, E)
         self.prompt_proj = nn.Linear(self.language.out_dim, E)
+        self.tokens_per_camera, self._grid = self._state_layout()
+        # Where each state token is: Fourier features of its box (not for the one pooled token).
+        self.box_emb = nn.Linear(2 * OBJECT_FIELDS * cfg.box_frequencies, E) if cfg.state_tokens != "pooled" else None
 
-        self.camera_emb = nn.Embedding(M, E)  # which camera a state token comes from
+        self.proprio_stats = proprio_stats
+        if cfg.proprio_dim:
+            if proprio_stats is None or len(proprio_stats.names) != cfg.proprio_dim:
+                raise ValueError(f"proprio_dim={cfg.proprio_dim} needs proprioception statistics with that many "
+                                 f"dimensions, got {None if proprio_stats is None else proprio_stats.names}")
+            self.register_buffer("proprio_mean", torch.tensor(proprio_stats.mean, dtype=torch.float32), persistent=False)
+            std = torch.tensor(proprio_stats.std, dtype=torch.float32).clamp(min=1e-6)
+            self.register_buffer("proprio_std", std, persistent=False)
+            self.proprio_proj = nn.Linear(cfg.proprio_dim, E)
+        # Which camera each state token comes from (the proprio token gets index C).
+        token_camera = torch.arange(C).repeat_interleave(self.tokens_per_camera)
+        if cfg.proprio_dim:
+            token_camera = torch.cat([token_camera, torch.tensor([C])])
+        self.register_buffer("token_camera", token_camera, persistent=False)
+        homographies = torch.eye(3).repeat(C, 1, 1)
+        calibrated = torch.zeros(C, dtype=torch.bool)
+        for m, camera in enumerate(cfg.cameras):
+            if camera in cfg.calibration:
+                homographies[m] = torch.tensor(cfg.calibration[camera], dtype=torch.float32)
+                calibrated[m] = True
+        self.register_buffer("homographies", homographies, persistent=False)
+        self.register_buffer("calibrated", calibrated, persistent=False)
+
+        self.camera_emb = nn.Embedding(C + (1 if cfg.proprio_dim else 0), E)  # which camera a state token is from
         self.dim_emb = nn.Embedding(N, E)  # which dimension an action token holds
         self.time_emb = nn.Embedding(cfg.max_timesteps, E)  # step within the context window
         if self.action_space.is_discrete:  # one table of bins per dimension, flattened
@@ -167,6 +273,21 @@ class Astra(nn.Module):
         # One linear head per action dimension: (N, E, K).
         self.head_weight = nn.Parameter(torch.randn(N, E, K) * 0.02)
         self.head_bias = nn.Parameter(torch.zeros(N, K))
+        if cfg.readout == "pointer":
+            G = len(self.position_pairs)
+            # Per position pair: a query projection, an offset head; one key projection for all.
+            self.pointer_query = nn.Parameter(torch.randn(G, E, E) * 0.02)
+            self.pointer_key = nn.Linear(E, E)
+            self.pointer_offset = nn.Parameter(torch.zeros(G, E, 2))  # starts at the token's own position
+            self.pointer_offset_bias = nn.Parameter(torch.zeros(G, 2))
+            # The other dimensions combine what the query read (e.g. "by 45 degrees") with the
+            # chosen token (the object's orientation): a residual MLP before the linear heads, so
+            # the combination need not be linear.
+            self.readout_mlp = nn.Sequential(nn.LayerNorm(E), nn.Linear(E, cfg.mlp_ratio * E), nn.GELU(),
+                                             nn.Linear(cfg.mlp_ratio * E, E))
+            # Offsets are predicted in units of the positions' spread in the data.
+            scale = torch.tensor([[action_stats.std[i], action_stats.std[j]] for i, j in self.position_pairs])
+            self.register_buffer("offset_scale", scale.float().clamp(min=1e-6), persistent=False)
         # CDL head f(.): attention pooling over the last action segment, then a linear layer.
         self.cdl_pool = nn.Linear(E, 1)
         self.cdl_proj = nn.Linear(E, cfg.cdl_dim)
@@ -183,6 +304,29 @@ class Astra(nn.Module):
     @property
     def camera_names(self) -> list[str]:
         return list(self.cfg.cameras)
+
+    @property
+    def state_len(self) -> int:
+        """M: tokens per state segment."""
+        return len(self.cfg.cameras) * self.tokens_per_camera + (1 if self.cfg.proprio_dim else 0)
+
+    @property
+    def position_pairs(self) -> list[tuple[int, int]]:
+        """(x, y) dimension pairs the pointer readout predicts (empty with the heads readout)."""
+        return self.action_space.spec.position_pairs if self.cfg.readout == "pointer" else []
+
+    def _state_layout(self) -> tuple[int, Optional[tuple[int, int]]]:
+        """Tokens per camera, and the feature-map grid (h, w) of patch tokens."""
+        if self.cfg.state_tokens == "pooled":
+            return 1, None
+        if self.cfg.state_tokens == "objects":
+            return self.cfg.max_objects, None
+        size = self.cfg.vision.image_size
+        with torch.no_grad():  # the grid follows from the encoder's strides: measure it once
+            was_training = self.vision.training
+            fmap = self.vision.eval().patch_features(torch.zeros(1, 3, size, size))
+            self.vision.train(was_training)
+        return fmap.shape[1] * fmap.shape[2], (fmap.shape[1], fmap.shape[2])
 
     def transformer_modules(self) -> list[nn.Module]:
         """Everything except the vision and language encoders (for parameter counts)."""
@@ -209,15 +353,84 @@ class Astra(nn.Module):
         features, mask = self.language(instructions)
         return self.prompt_proj(features.to(self.prompt_proj.weight.dtype)), mask
 
-    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 RGB (B, T, M, H, W, 3) -> image tokens (B, T, M, E), before camera/time embeddings."""
-        return self.image_proj(self.vision(images))
+    def encode_states(
+        self,
+        images: torch.Tensor | Sequence[torch.Tensor],
+        object_boxes: Optional[torch.Tensor] = None,
+        object_valid: Optional[torch.Tensor] = None,
+        proprio: Optional[torch.Tensor] = None,
+        step_mask: Optional[torch.Tensor] = None,
+    ) -> States:
+        """Observations of a window -> state tokens.
 
-    def state_tokens(self, image_tokens: torch.Tensor, t0: int = 0) -> torch.Tensor:
-        """(B, T, M, E) image tokens of steps t0.. -> state tokens with camera + timestep embeddings."""
-        T = image_tokens.shape[1]
+        images uint8 (B, T, C, H, W, 3) RGB, cameras in config order (or a list of C tensors
+        (B, T, H_c, W_c, 3) when cameras differ in size); objects (B, T, C, K, 6): box and centroid
+        (u0, v0, u1, v1, cu, cv) normalised, and valid (B, T, C, K) from ``objects.boxes_from_mask``; proprio (B, T, P)
+        in physical units. Only real steps (``step_mask``, default all) go through the encoders:
+        padding never does, and its tokens are invalid.
+        """
+        cfg = self.cfg
+        per_camera = list(images.unbind(2)) if isinstance(images, torch.Tensor) else list(images)
+        C = len(per_camera)
+        B, T = per_camera[0].shape[:2]
+        if C != len(cfg.cameras):
+            raise ValueError(f"got {C} cameras per state, model has {cfg.cameras}")
+        device = per_camera[0].device
+        real = torch.ones(B, T, dtype=torch.bool, device=device) if step_mask is None else step_mask.bool()
+        rows = real.flatten().nonzero().squeeze(1)  # (R,) indices of real steps in B*T
+        R, Kc, E = rows.numel(), self.tokens_per_camera, cfg.n_embd
+        # Each camera is resized to the encoder's input size first, so sizes may differ.
+        x = torch.stack([self.vision.preprocess(cam.flatten(0, 1)[rows]) for cam in per_camera], 1).flatten(0, 1)
+
+        if cfg.state_tokens == "pooled":
+            features = self.image_proj(self.vision.pool(x)).view(R, C, 1, E)
+            boxes = torch.tensor(WHOLE_IMAGE, device=device).expand(R, C, 1, OBJECT_FIELDS)
+            valid = torch.ones(R, C, 1, dtype=torch.bool, device=device)
+        elif cfg.state_tokens == "patches":
+            features = self.image_proj(self.vision.patch_features(x)).view(R, C, Kc, E)
+            boxes = grid_boxes(*self._grid).to(device).expand(R, C, Kc, OBJECT_FIELDS)
+            valid = torch.ones(R, C, Kc, dtype=torch.bool, device=device)
+        else:
+            if object_boxes is None or object_valid is None:
+                raise ValueError("this model uses object tokens: give object_boxes and object_valid "
+                                 "(from an instance mask per camera)")
+            if object_boxes.shape[:4] != (B, T, C, Kc) or object_valid.shape != (B, T, C, Kc):
+                raise ValueError(f"object boxes {tuple(object_boxes.shape)} / valid {tuple(object_valid.shape)}: "
+                                 f"expected ({B}, {T}, {C}, {Kc}, {OBJECT_FIELDS}) / ({B}, {T}, {C}, {Kc}) "
+                                 f"(max_objects={Kc})")
+            boxes = object_boxes.flatten(0, 1)[rows].to(device, torch.float32)  # (R, C, K, 4)
+            valid = object_valid.flatten(0, 1)[rows].to(device).bool()
+            crops = self.vision.crop_features(x, boxes.flatten(0, 1), valid.flatten(0, 1))
+            features = self.image_proj(crops).view(R, C, Kc, E)
+        if self.box_emb is not None:
+            features = features + self.box_emb(fourier_features(boxes, cfg.box_frequencies))
+        coords = apply_homography(self.homographies, box_centres(boxes))  # (R, C, K, 2)
+        has_coords = valid & self.calibrated[:, None]
+        parts = [features.flatten(1, 2)], [valid.flatten(1, 2)], [coords.flatten(1, 2)], [has_coords.flatten(1, 2)]
+        if cfg.proprio_dim:
+            if proprio is None or proprio.shape != (B, T, cfg.proprio_dim):
+                raise ValueError(f"this model takes proprioception of {cfg.proprio_dim} values per step, got "
+                                 f"{None if proprio is None else tuple(proprio.shape)}")
+            p = (proprio.flatten(0, 1)[rows].to(features) - self.proprio_mean) / self.proprio_std
+            parts[0].append(self.proprio_proj(p)[:, None])
+            parts[1].append(torch.ones(R, 1, dtype=torch.bool, device=p.device))
+            parts[2].append(torch.zeros(R, 1, 2, device=p.device))
+            parts[3].append(torch.zeros(R, 1, dtype=torch.bool, device=p.device))
+        M = self.state_len
+
+        def scatter(chunks: list[torch.Tensor]) -> torch.Tensor:
+            x = torch.cat(chunks, dim=1)
+            out = x.new_zeros(B * T, *x.shape[1:])
+            out[rows] = x
+            return out.view(B, T, M, *x.shape[2:])
+
+        return States(*(scatter(p) for p in parts))
+
+    def state_tokens(self, features: torch.Tensor, t0: int = 0) -> torch.Tensor:
+        """(B, T, M, E) state features of steps t0.. -> tokens with camera + timestep embeddings."""
+        T = features.shape[1]
         time = self.time_emb.weight[t0 : t0 + T][None, :, None]
-        return image_tokens + self.camera_emb.weight[None, None] + time
+        return features + self.camera_emb(self.token_camera)[None, None] + time
 
     def action_tokens(self, actions: torch.Tensor, t0: int = 0) -> torch.Tensor:
         """Actions in model form (B, T, N) -> action tokens (B, T, N, E)."""
@@ -240,7 +453,7 @@ class Astra(nn.Module):
 
     def layout_mask(self, layout: TokenLayout, device: Optional[torch.device] = None) -> torch.Tensor:
         return _cached_mask(
-            layout.prompt_len, layout.num_cameras, layout.action_dim, layout.num_steps,
+            layout.prompt_len, layout.state_len, layout.action_dim, layout.num_steps,
             layout.action_queries, self.cfg.attention, not self.uses_queries,
             torch.device(device) if device is not None else self.head_weight.device,
         )
@@ -256,24 +469,83 @@ class Astra(nn.Module):
         """Hidden states that decode actions (B, T, N, E) -> head output (B, T, N, K)."""
         return torch.einsum("btne,nek->btnk", hidden, self.head_weight) + self.head_bias
 
+    def readout(self, read: torch.Tensor, state_hidden: torch.Tensor, states: States) -> AstraOutput:
+        """Hidden states of the tokens that decode each dimension (B, T, N, E) and of the step's state
+        tokens (B, T, M, E) -> predictions (see the module docstring for the pointer readout)."""
+        pairs = self.position_pairs
+        if not pairs:
+            return AstraOutput(self.predict(read))
+        E = read.shape[-1]
+        firsts = read[:, :, [x for x, _ in pairs]]  # (B, T, G, E): the pair's x dimension asks
+        queries = torch.einsum("btge,gef->btgf", firsts, self.pointer_query)
+        keys = self.pointer_key(state_hidden)  # (B, T, M, E)
+        logits = torch.einsum("btge,btme->btgm", queries, keys) / math.sqrt(E)
+        candidate = states.has_coords[:, :, None, :]
+        logits = logits.masked_fill(~candidate, float("-inf"))
+        # A step without any candidate (no object seen) gets uniform weights instead of NaNs;
+        # decoding such a step is refused (runtime) and its loss masked (criterion).
+        weights = torch.where(candidate.any(-1, keepdim=True), logits, torch.zeros_like(logits)).softmax(-1)
+        chosen = torch.einsum("btgm,btme->btge", weights, state_hidden)  # soft pick of the token
+        offset = torch.einsum("btge,gec->btgc", firsts + chosen, self.pointer_offset) + self.pointer_offset_bias
+        context = read + chosen[:, :, :1]  # every dimension also reads the first pointer's token
+        context = context + self.readout_mlp(context)
+        return AstraOutput(self.predict(context), logits, offset * self.offset_scale)
+
+    @property
+    def relative_rotation(self) -> Optional[tuple[int, int]]:
+        """(pick angle, place angle) dimensions when the place angle is read as pick + rotation."""
+        return self.action_space.spec.rotation_pair if self.position_pairs else None
+
+    def rotation_bins(self, rotation: torch.Tensor) -> torch.Tensor:
+        """Rotations (radians, any range) -> bins of the head that predicts them: K bins over the circle."""
+        K = self.action_space.head_size
+        unit = (torch.remainder(rotation.double() + math.pi, 2 * math.pi)) / (2 * math.pi)
+        return torch.round(unit * K).long() % K
+
+    def rotation_of_bins(self, bins: torch.Tensor) -> torch.Tensor:
+        return bins.double() * (2 * math.pi / self.action_space.head_size) - math.pi
+
+    def decode(self, out: AstraOutput, states: States) -> tuple[torch.Tensor, torch.Tensor]:
+        """Predictions -> (physical actions (B, T, N) float64, model form (B, T, N))."""
+        space = self.action_space
+        model_form = space.decode(out.head)
+        physical = space.from_model(model_form)
+        if out.pointer_logits is None:
+            return physical, model_form
+        if self.relative_rotation is not None:
+            pick, place = self.relative_rotation
+            turned = physical[..., pick] + self.rotation_of_bins(model_form[..., place])
+            physical[..., place] = torch.remainder(turned + math.pi, 2 * math.pi) - math.pi
+        choice = out.pointer_logits.argmax(-1)  # (B, T, G)
+        coords = states.coords.to(torch.float64)
+        lo, hi = space.stats.min, space.stats.max
+        for g, (ix, iy) in enumerate(self.position_pairs):
+            picked = coords.gather(2, choice[:, :, g, None, None].expand(-1, -1, 1, 2))[:, :, 0]
+            position = picked + out.pointer_offset[:, :, g].to(torch.float64)
+            # within the trained range, as a bin would be
+            physical[..., ix] = position[..., 0].clamp(lo[ix], hi[ix])
+            physical[..., iy] = position[..., 1].clamp(lo[iy], hi[iy])
+        return physical, space.to_model(physical)
+
     def _embed_trajectory(
         self,
         layout: TokenLayout,
         prompt: torch.Tensor,
         prompt_mask: torch.Tensor,
-        image_tokens: torch.Tensor,
+        states: States,
         actions: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        B, T = image_tokens.shape[:2]
+        B, T = states.features.shape[:2]
         x = prompt.new_zeros(B, layout.num_tokens, prompt.shape[-1])
         x[:, : layout.prompt_len] = prompt
-        x[:, layout.state_index.flatten()] = self.state_tokens(image_tokens).flatten(1, 2)
+        x[:, layout.state_index.flatten()] = self.state_tokens(states.features).flatten(1, 2)
         x[:, layout.action_index.flatten()] = self.action_tokens(actions).flatten(1, 2)
         if layout.action_queries:
             x[:, layout.query_index.flatten()] = self.query_tokens(B, T).flatten(1, 2)
-        # Padded prompt tokens are hidden from every token (keys only).
+        # Padded prompt tokens and empty state slots are hidden from every token (keys only).
         key_valid = torch.ones(B, layout.num_tokens, dtype=torch.bool, device=x.device)
         key_valid[:, : layout.prompt_len] = prompt_mask
+        key_valid[:, layout.state_index.flatten()] = states.valid.flatten(1, 2)
         mask = self.layout_mask(layout, x.device)[None, None] & key_valid[:, None, None, :]
         return x, mask
 
@@ -281,40 +553,42 @@ class Astra(nn.Module):
         self,
         prompt: torch.Tensor,
         prompt_mask: torch.Tensor,
-        image_tokens: torch.Tensor,
+        states: States,
         actions: torch.Tensor,
         step_mask: Optional[torch.Tensor] = None,
-    ) -> torch.Tensor:
-        """Teacher-forced decoding of every step of a window -> head output (B, T, N, K).
+    ) -> AstraOutput:
+        """Teacher-forced decoding of every step of a window.
 
         ``step_mask`` (B, T) marks real steps; padding is on the right. Padded steps come after
         every real one, so the causal structure already hides them; their outputs are garbage
         that the criterion masks out.
         """
-        B, T, M = image_tokens.shape[:3]
+        B, T, M = states.features.shape[:3]
         self._check_window(T, M, actions)
         layout = TokenLayout(prompt.shape[1], M, self.action_space.dim, T, self.uses_queries)
-        x, mask = self._embed_trajectory(layout, prompt, prompt_mask, image_tokens, actions)
+        x, mask = self._embed_trajectory(layout, prompt, prompt_mask, states, actions)
         h = self.forward_tokens(x, mask)
         if self.uses_queries:
             read = layout.query_index
-        else:  # Gato-like: a_{i,t} is read off the token before it (s_{M,t} for the first dimension)
+        else:  # Gato-like: a_{i,t} is read off the token before it (the last state token for the first)
             read = layout.action_index - 1
-        return self.predict(h[:, read.flatten()].view(B, T, self.action_space.dim, -1))
+        read_hidden = h[:, read.flatten()].view(B, T, self.action_space.dim, -1)
+        state_hidden = h[:, layout.state_index.flatten()].view(B, T, M, -1)
+        return self.readout(read_hidden, state_hidden, states)
 
     def encode_trajectory(
         self,
         prompt: torch.Tensor,
         prompt_mask: torch.Tensor,
-        image_tokens: torch.Tensor,
+        states: States,
         actions: torch.Tensor,
         step_mask: torch.Tensor,
     ) -> torch.Tensor:
         """CDL's f(tau): encoding mask (no queries), attention-pool the last real action segment."""
-        B, T, M = image_tokens.shape[:3]
+        B, T, M = states.features.shape[:3]
         self._check_window(T, M, actions)
         layout = TokenLayout(prompt.shape[1], M, self.action_space.dim, T, action_queries=False)
-        x, mask = self._embed_trajectory(layout, prompt, prompt_mask, image_tokens, actions)
+        x, mask = self._embed_trajectory(layout, prompt, prompt_mask, states, actions)
         h = self.forward_tokens(x, mask)
         last = step_mask.long().sum(1).clamp(min=1) - 1  # index of the last real step
         segment = h[torch.arange(B, device=h.device)[:, None], layout.action_index.to(h.device)[last]]
@@ -324,8 +598,8 @@ class Astra(nn.Module):
     def _check_window(self, T: int, M: int, actions: torch.Tensor) -> None:
         if T > self.cfg.max_timesteps:
             raise ValueError(f"window of {T} steps exceeds max_timesteps={self.cfg.max_timesteps}")
-        if M != len(self.cfg.cameras):
-            raise ValueError(f"got {M} cameras per state, model has {self.cfg.cameras}")
+        if M != self.state_len:
+            raise ValueError(f"got {M} state tokens per step, the model has {self.state_len}")
         if actions.shape[-1] != self.action_space.dim:
             raise ValueError(f"actions have {actions.shape[-1]} dims, action space has {self.action_space.dim}")
 

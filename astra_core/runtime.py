@@ -3,12 +3,13 @@
     policy = AstraPolicy.from_checkpoint("runs/tiny/best")
     policy.reset("pick up the red cube")
     out = policy.step({"front": rgb, "wrist": rgb})     # -> StepOutput (physical action)
+    out = policy.step(images, masks={"front": labels, ...}, proprio=pose)   # object tokens / proprio
     policy.record_executed(clipped_action)              # what the robot really did
 
 Cost per step does not grow with the history (beyond attending over it): the keys/values of past
 segments are cached. That is exact, not an approximation: attention between segments is causal,
 so tokens of earlier segments never change when later ones arrive, and the action queries are
-invisible to every token, so they never enter the cache. Each image is encoded once.
+invisible to every token, so they never enter the cache. Each observation is encoded once.
 
 The history holds the actions that were *executed* (``record_executed``), which can differ from
 the proposal after safety clipping. If ``record_executed`` is not called before the next
@@ -16,11 +17,15 @@ the proposal after safety clipping. If ``record_executed`` is not called before 
 
 Context window: the model was built for at most ``max_timesteps`` steps. When a new state would
 not fit, the runtime keeps the newest ``keep_steps`` steps (default: half the window), renumbers
-their timesteps from 0 and re-encodes them from the cached image tokens in one transformer pass
+their timesteps from 0 and re-encodes them from the cached state features in one transformer pass
 (the prompt's keys/values stay, since the prompt never sees the steps). So the model always sees
 between ``keep_steps + 1`` and ``max_timesteps`` steps, as in training, where windows start
 anywhere in an episode and timesteps count from the window's start. ``FullRecomputePolicy``
 applies the same rule, which makes it an exact reference for the streaming one.
+
+Observations go through the same code as in training: masks become object boxes with
+:func:`astra_core.objects.boxes_from_mask` (the data loader's function), and images and boxes are
+encoded by ``Astra.encode_states``.
 
 Not thread-safe: drive one policy from one thread (the ROS node uses a worker thread).
 """
@@ -37,7 +42,8 @@ import numpy as np
 import torch
 
 from astra_core.layout import TokenLayout
-from astra_core.model import Astra, KVCache
+from astra_core.model import Astra, AstraOutput, KVCache, States
+from astra_core.objects import OBJECT_FIELDS, boxes_from_mask, count_instances
 
 
 @dataclass
@@ -47,6 +53,9 @@ class StepOutput:
     step: int  # steps since reset, 0-based
     latency_ms: float
     head_output: np.ndarray  # (N, K) logits (discrete) or (N, 1) normalised values (continuous)
+    # readout=pointer: per position pair, the index of the chosen state token of this step
+    pointer_choice: Optional[np.ndarray] = None
+    dropped_objects: int = 0  # instances beyond max_objects that got no token (the smallest)
 
 
 def default_device() -> str:
@@ -54,10 +63,26 @@ def default_device() -> str:
 
 
 @dataclass
+class Observation:
+    """One step's checked inputs as tensors (batch and time dimensions of size 1)."""
+
+    images: list[torch.Tensor]  # per camera (1, 1, H, W, 3) uint8
+    object_boxes: Optional[torch.Tensor]  # (1, 1, C, K, 6)
+    object_valid: Optional[torch.Tensor]  # (1, 1, C, K)
+    proprio: Optional[torch.Tensor]  # (1, 1, P)
+    dropped_objects: int = 0
+
+
+@dataclass
 class _StepRecord:
-    image_tokens: torch.Tensor  # (M, E), projected, before camera/time embeddings
-    images: Optional[list[np.ndarray]]  # raw frames; kept only by the full-recompute reference
+    state: States  # this step's state tokens (B = T = 1), before camera/time embeddings
+    observation: Optional[Observation]  # raw inputs; kept only by the full-recompute reference
     action: Optional[torch.Tensor] = None  # executed action in model form (N,)
+
+
+def _cat_steps(records: list[_StepRecord]) -> States:
+    return States(*(torch.cat(parts, dim=1) for parts in zip(*(
+        (r.state.features, r.state.valid, r.state.coords, r.state.has_coords) for r in records))))
 
 
 class _PolicyBase:
@@ -90,6 +115,16 @@ class _PolicyBase:
         return self.model.action_space
 
     @property
+    def needs_masks(self) -> bool:
+        """The checkpoint uses object tokens: every step needs an instance mask per camera."""
+        return self.model.cfg.state_tokens == "objects"
+
+    @property
+    def proprio_dim(self) -> int:
+        """Values of proprioception every step needs (0: none)."""
+        return self.model.cfg.proprio_dim
+
+    @property
     def history_length(self) -> int:
         """Steps currently in the model's context window."""
         return len(self._history)
@@ -116,7 +151,9 @@ class _PolicyBase:
         self._history[-1].action = model_form
         self._last_proposal = None
 
-    def _check_images(self, images: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    def _observation(self, images: Mapping[str, np.ndarray], masks: Optional[Mapping[str, np.ndarray]],
+                     proprio: Optional[np.ndarray]) -> Observation:
+        """Check one step's inputs and turn them into tensors; every problem raises ValueError."""
         if self.instruction is None:
             raise RuntimeError("call reset(instruction) before step()")
         names = self.camera_names
@@ -132,36 +169,97 @@ class _PolicyBase:
                 raise ValueError(f"camera '{name}': expected uint8 HxWx3 RGB, got {desc}")
             if img.shape[0] < 2 or img.shape[1] < 2:
                 raise ValueError(f"camera '{name}': image {img.shape} is too small")
-            frames.append(img)
-        return frames
+            # Frames may be read-only views of a ROS message buffer: copy those (a frame is small).
+            frames.append(torch.from_numpy(np.ascontiguousarray(img) if img.flags.writeable else img.copy())
+                          .to(self.device)[None, None])
+        obs = Observation(frames, None, None, None)
+        if self.needs_masks:
+            obs.object_boxes, obs.object_valid, obs.dropped_objects = self._objects(masks, images)
+        elif masks:
+            raise ValueError(f"instance masks given, but this checkpoint uses {self.model.cfg.state_tokens!r} "
+                             "state tokens, not object tokens")
+        if self.proprio_dim:
+            p = np.asarray(proprio if proprio is not None else [], dtype=np.float64)
+            if p.shape != (self.proprio_dim,) or not np.isfinite(p).all():
+                raise ValueError(f"proprio: expected {self.proprio_dim} finite values, got {p.tolist()}")
+            obs.proprio = torch.from_numpy(p).float().to(self.device)[None, None]
+        elif proprio is not None:
+            raise ValueError("proprio given, but this checkpoint was trained without proprioception")
+        return obs
 
-    def _encode_frames(self, frames: list[np.ndarray]) -> torch.Tensor:
-        """Frames of one step -> image tokens (M, E); cameras of different sizes are encoded apart."""
-        # Frames may be read-only views of a ROS message buffer: copy those (a frame is small).
-        tensors = [torch.from_numpy(np.ascontiguousarray(f) if f.flags.writeable else f.copy()).to(self.device)
-                   for f in frames]
-        if len({t.shape for t in tensors}) == 1:
-            return self.model.encode_images(torch.stack(tensors)[None, None])[0, 0]
-        return torch.cat([self.model.encode_images(t[None, None, None])[0, 0] for t in tensors])
+    def _objects(self, masks: Optional[Mapping[str, np.ndarray]], images: Mapping[str, np.ndarray]):
+        K = self.model.cfg.max_objects
+        if not masks:
+            raise ValueError("this checkpoint uses object tokens: step() needs an instance mask per camera")
+        boxes = np.zeros((len(self.camera_names), K, OBJECT_FIELDS), np.float32)
+        valid = np.zeros((len(self.camera_names), K), bool)
+        dropped = 0
+        for m, name in enumerate(self.camera_names):
+            mask = masks.get(name)
+            if not isinstance(mask, np.ndarray) or mask.ndim != 2 or not np.issubdtype(mask.dtype, np.integer):
+                desc = f"{mask.dtype} {mask.shape}" if isinstance(mask, np.ndarray) else type(mask).__name__
+                raise ValueError(f"camera '{name}': expected an (H, W) integer instance mask, got {desc}")
+            if mask.shape != images[name].shape[:2]:
+                raise ValueError(f"camera '{name}': mask {mask.shape} and image {images[name].shape[:2]} differ in size")
+            boxes[m], valid[m] = boxes_from_mask(mask, K)
+            dropped += max(0, count_instances(mask) - K)
+        return (torch.from_numpy(boxes).to(self.device)[None, None],
+                torch.from_numpy(valid).to(self.device)[None, None], dropped)
+
+    def _encode(self, observations: list[Observation]) -> States:
+        """Observations of consecutive steps -> their state tokens (B = 1, T = len)."""
+        model = self.model
+
+        def cat(get) -> Optional[torch.Tensor]:
+            parts = [get(o) for o in observations]
+            return None if parts[0] is None else torch.cat(parts, dim=1)
+
+        images = [torch.cat([o.images[m] for o in observations], dim=1) for m in range(len(self.camera_names))]
+        return model.encode_states(images, cat(lambda o: o.object_boxes), cat(lambda o: o.object_valid),
+                                   cat(lambda o: o.proprio))
+
+    def _checked_state(self, obs: Observation) -> States:
+        """The step's state tokens, refused before anything of the step enters the history."""
+        state = self._encode([obs])
+        if self.model.position_pairs and not bool(state.has_coords.any()):
+            raise ValueError("no state token with table coordinates at this step (empty instance masks?): "
+                             "the pointer readout cannot place the action")
+        return state
 
     def _commit_pending_proposal(self) -> None:
         if self._history and self._history[-1].action is None and self._last_proposal is not None:
             self._history[-1].action = self._last_proposal  # not recorded: assume executed
         self._last_proposal = None
 
-    def _finish(self, head_out: torch.Tensor, start: float) -> StepOutput:
-        model_values = self.action_space.decode(head_out)  # (N,)
+    def _finish(self, out: AstraOutput, state: States, start: float, dropped: int) -> StepOutput:
+        """Decode the current step's predictions (B = T = 1)."""
+        physical, model_values = self.model.decode(out, state)
+        model_values = model_values[0, 0]
         self._last_proposal = model_values
-        values = self.action_space.from_model(model_values).cpu().numpy()
-        out = StepOutput(
-            values=values,
+        result = StepOutput(
+            values=physical[0, 0].cpu().numpy(),
             model_values=model_values.cpu().numpy(),
             step=self.steps_since_reset,
             latency_ms=(time.perf_counter() - start) * 1e3,
-            head_output=head_out.float().cpu().numpy(),
+            head_output=out.head[0, 0].float().cpu().numpy(),
+            pointer_choice=None if out.pointer_logits is None else out.pointer_logits[0, 0].argmax(-1).cpu().numpy(),
+            dropped_objects=dropped,
         )
         self.steps_since_reset += 1
-        return out
+        return result
+
+
+def _splice_outputs(stages: list[AstraOutput], model: Astra) -> AstraOutput:
+    """Autoregressive decoding: dimension i's prediction comes from stage i (after a_<i were fed).
+
+    A pointer pair's prediction comes from the stage of its first dimension."""
+    head = torch.stack([stage.head[:, :, i] for i, stage in enumerate(stages)], dim=2)
+    if stages[0].pointer_logits is None:
+        return AstraOutput(head)
+    firsts = [x for x, _ in model.position_pairs]
+    logits = torch.stack([stages[x].pointer_logits[:, :, g] for g, x in enumerate(firsts)], dim=2)
+    offset = torch.stack([stages[x].pointer_offset[:, :, g] for g, x in enumerate(firsts)], dim=2)
+    return AstraOutput(head, logits, offset)
 
 
 class AstraPolicy(_PolicyBase):
@@ -173,24 +271,28 @@ class AstraPolicy(_PolicyBase):
         with torch.inference_mode():
             prompt, _ = model.encode_prompt([instruction])  # one instruction: no padding
             self._prompt_len = prompt.shape[1]
-            M, N = len(cfg.cameras), model.action_space.dim
+            M, N = model.state_len, model.action_space.dim
             capacity = self._prompt_len + self.max_steps * (M + N) + N
             self._cache = KVCache(cfg, 1, capacity, self.device, prompt.dtype)
-            self._cache_pos: list[int] = []
-            self._run(prompt, list(range(self._prompt_len)), steps=0, commit=self._prompt_len)
-        self._uncommitted: list[tuple[torch.Tensor, list[int]]] = []
+            self._cache_pos: list[int] = []  # layout position of every cached token
+            self._cache_valid: list[bool] = []  # may it be attended to (empty object slots: no)
+            self._run(prompt, list(range(self._prompt_len)), [True] * self._prompt_len, steps=0,
+                      commit=self._prompt_len)
+        self._uncommitted: list[tuple[torch.Tensor, list[int], list[bool]]] = []
 
     def _layout(self, steps: int) -> TokenLayout:
-        return TokenLayout(self._prompt_len, len(self.camera_names), self.action_space.dim, steps,
+        return TokenLayout(self._prompt_len, self.model.state_len, self.action_space.dim, steps,
                            self.model.uses_queries)
 
-    def _run(self, tokens: torch.Tensor, positions: list[int], steps: int, commit: int) -> torch.Tensor:
+    def _run(self, tokens: torch.Tensor, positions: list[int], valid: list[bool], steps: int,
+             commit: int) -> torch.Tensor:
         """Append ``tokens`` (1, S, E) at layout ``positions``; keep the first ``commit`` in the cache."""
         full = self.model.layout_mask(self._layout(steps), torch.device("cpu"))
-        mask = full[positions][:, self._cache_pos + positions].to(self.device)
-        hidden = self.model.forward_tokens(tokens, mask[None, None], self._cache)
+        mask = full[positions][:, self._cache_pos + positions] & torch.tensor(self._cache_valid + valid)[None]
+        hidden = self.model.forward_tokens(tokens, mask.to(self.device)[None, None], self._cache)
         self._cache.length += commit
         self._cache_pos += positions[:commit]
+        self._cache_valid += valid[:commit]
         return hidden
 
     def _restart_window(self) -> None:
@@ -200,75 +302,86 @@ class AstraPolicy(_PolicyBase):
         self._history.extend(kept)
         self._cache.length = self._prompt_len
         self._cache_pos = self._cache_pos[: self._prompt_len]
+        self._cache_valid = self._cache_valid[: self._prompt_len]
         layout = self._layout(len(kept))
+        N = self.action_space.dim
         self._uncommitted = []
         for t, record in enumerate(kept):
-            state = self.model.state_tokens(record.image_tokens[None, None], t0=t)[0, 0]
+            state = self.model.state_tokens(record.state.features, t0=t)[0, 0]
             action = self.model.action_tokens(record.action[None, None], t0=t)[0, 0]
-            self._uncommitted.append((state, layout.state_index[t].tolist()))
-            self._uncommitted.append((action, layout.action_index[t].tolist()))
+            self._uncommitted.append((state, layout.state_index[t].tolist(), record.state.valid[0, 0].tolist()))
+            self._uncommitted.append((action, layout.action_index[t].tolist(), [True] * N))
 
     @torch.inference_mode()
-    def step(self, images: Mapping[str, np.ndarray]) -> StepOutput:
+    def step(self, images: Mapping[str, np.ndarray], masks: Optional[Mapping[str, np.ndarray]] = None,
+             proprio: Optional[np.ndarray] = None) -> StepOutput:
         start = time.perf_counter()
-        frames = self._check_images(images)
+        obs = self._observation(images, masks, proprio)
+        state = self._checked_state(obs)  # every check before the history changes
         self._commit_pending_proposal()
+        model, N = self.model, self.action_space.dim
         if self._history:  # the executed action of the previous step enters the context now
             prev = len(self._history) - 1
-            tokens = self.model.action_tokens(self._history[-1].action[None, None], t0=prev)[0, 0]
-            self._uncommitted.append((tokens, self._layout(prev + 1).action_index[prev].tolist()))
+            tokens = model.action_tokens(self._history[-1].action[None, None], t0=prev)[0, 0]
+            self._uncommitted.append((tokens, self._layout(prev + 1).action_index[prev].tolist(), [True] * N))
         if len(self._history) == self.max_steps:
             self._restart_window()
 
         t = len(self._history)
-        image_tokens = self._encode_frames(frames)
-        self._history.append(_StepRecord(image_tokens, None))
+        self._history.append(_StepRecord(state, None))
         layout = self._layout(t + 1)
         parts = self._uncommitted + [
-            (self.model.state_tokens(image_tokens[None, None], t0=t)[0, 0], layout.state_index[t].tolist())
+            (model.state_tokens(state.features, t0=t)[0, 0], layout.state_index[t].tolist(), state.valid[0, 0].tolist())
         ]
         self._uncommitted = []
         tokens = torch.cat([p[0] for p in parts])[None]
         positions = [i for p in parts for i in p[1]]
-        if self.model.uses_queries:
-            queries = self.model.query_tokens(1, 1, t0=t)[0, 0]
+        valid = [v for p in parts for v in p[2]]
+        M = model.state_len
+        if model.uses_queries:
+            queries = model.query_tokens(1, 1, t0=t)[0, 0]
             hidden = self._run(torch.cat([tokens, queries[None]], 1), positions + layout.query_index[t].tolist(),
-                               steps=t + 1, commit=len(positions))
-            head_out = self.model.predict(hidden[:, -queries.shape[0] :][:, None])[0, 0]
+                               valid + [True] * N, steps=t + 1, commit=len(positions))
+            out = model.readout(hidden[:, None, -N:], hidden[:, None, -N - M : -N], state)
         else:
-            head_out = self._decode_autoregressive(tokens, positions, layout, t)
-        return self._finish(head_out, start)
+            out = self._decode_autoregressive(tokens, positions, valid, layout, t, state)
+        return self._finish(out, state, start, obs.dropped_objects)
 
-    def _decode_autoregressive(self, tokens: torch.Tensor, positions: list[int], layout: TokenLayout,
-                               t: int) -> torch.Tensor:
+    def _decode_autoregressive(self, tokens: torch.Tensor, positions: list[int], valid: list[bool],
+                               layout: TokenLayout, t: int, state: States) -> AstraOutput:
         """Gato-like ablation: one pass per dimension, each fed the previous predicted dimension.
 
         The proposed dimensions are cached only while decoding: the executed action replaces them.
         """
-        hidden = self._run(tokens, positions, steps=t + 1, commit=len(positions))
+        model, N, M = self.model, self.action_space.dim, self.model.state_len
+        hidden = self._run(tokens, positions, valid, steps=t + 1, commit=len(positions))
+        state_hidden = hidden[:, None, -M:]
         mark_len, mark_pos = self._cache.length, len(self._cache_pos)
-        N = self.action_space.dim
-        outs, last = [], hidden[:, -1]
+        read = torch.zeros(1, 1, N, hidden.shape[-1], dtype=hidden.dtype, device=self.device)
+        read[0, 0, 0] = hidden[0, -1]
+        stages = []
         for i in range(N):
-            out_i = (last @ self.model.head_weight[i] + self.model.head_bias[i])[0]
-            outs.append(out_i)
+            stage = model.readout(read, state_hidden, state)  # dimension i depends on read[<= i] only
+            stages.append(stage)
             if i == N - 1:
                 break
-            value = self.action_space.decode(out_i[None])  # (1,)
-            partial = torch.zeros(N, dtype=value.dtype, device=self.device)
-            partial[i] = value[0]
-            token = self.model.action_tokens(partial[None, None], t0=t)[0, 0, i : i + 1]
-            last = self._run(token[None], [layout.action_index[t, i].item()], steps=t + 1, commit=1)[:, -1]
+            _, values = model.decode(stage, state)
+            partial = torch.zeros(N, dtype=values.dtype, device=self.device)
+            partial[i] = values[0, 0, i]
+            token = model.action_tokens(partial[None, None], t0=t)[0, 0, i : i + 1]
+            read[0, 0, i + 1] = self._run(token[None], [layout.action_index[t, i].item()], [True], steps=t + 1,
+                                          commit=1)[0, -1]
         self._cache.length, self._cache_pos = mark_len, self._cache_pos[:mark_pos]
-        return torch.stack(outs)
+        self._cache_valid = self._cache_valid[:mark_pos]
+        return _splice_outputs(stages, model)
 
 
 class FullRecomputePolicy(_PolicyBase):
-    """Reference policy: re-encodes the whole window (images included) at every step.
+    """Reference policy: re-encodes the whole window (observations included) at every step.
 
     Same interface and window rule as ``AstraPolicy``; used to check streaming exactness and as
-    the baseline in the streaming benchmark. ``reencode_images=False`` reuses image tokens, which
-    isolates the transformer's share of the cost.
+    the baseline in the streaming benchmark. ``reencode_images=False`` reuses each step's state
+    features, which isolates the transformer's share of the cost.
     """
 
     def __init__(self, model: Astra, device: Optional[str] = None, keep_steps: Optional[int] = None,
@@ -277,37 +390,38 @@ class FullRecomputePolicy(_PolicyBase):
         self.reencode_images = reencode_images
 
     @torch.inference_mode()
-    def step(self, images: Mapping[str, np.ndarray]) -> StepOutput:
+    def step(self, images: Mapping[str, np.ndarray], masks: Optional[Mapping[str, np.ndarray]] = None,
+             proprio: Optional[np.ndarray] = None) -> StepOutput:
         start = time.perf_counter()
-        frames = self._check_images(images)
+        obs = self._observation(images, masks, proprio)
+        state = self._checked_state(obs)
         self._commit_pending_proposal()
         if len(self._history) == self.max_steps:
             for _ in range(self.max_steps - self.keep_steps):
                 self._history.popleft()
-        tokens = None if self.reencode_images else self._encode_frames(frames)
-        self._history.append(_StepRecord(tokens, frames))
+        self._history.append(_StepRecord(state, obs))
         model, N = self.model, self.action_space.dim
-        if self.reencode_images:
-            batch = torch.stack([torch.from_numpy(np.stack(r.images)) for r in self._history]).to(self.device)
-            image_tokens = model.encode_images(batch[None])
-        else:
-            image_tokens = torch.stack([r.image_tokens for r in self._history])[None]
+        history = list(self._history)
+        states = self._encode([r.observation for r in history]) if self.reencode_images else _cat_steps(history)
         # The last step's action is unknown; queries (or the token before a_1) never see it.
         filler = torch.zeros(N, dtype=torch.long if self.action_space.is_discrete else torch.float32,
                              device=self.device)
-        actions = torch.stack([r.action if r.action is not None else filler for r in self._history])[None]
+        actions = torch.stack([r.action if r.action is not None else filler for r in history])[None]
         prompt, prompt_mask = model.encode_prompt([self.instruction])
+        last = states.map(lambda x: x[:, -1:])
         if model.uses_queries:
-            head_out = model(prompt, prompt_mask, image_tokens, actions)[0, -1]
+            out = model(prompt, prompt_mask, states, actions)
+            out = AstraOutput(*(None if x is None else x[:, -1:] for x in (out.head, out.pointer_logits, out.pointer_offset)))
         else:
-            head_out = self._decode_autoregressive(prompt, prompt_mask, image_tokens, actions)
-        return self._finish(head_out, start)
+            out = self._decode_autoregressive(prompt, prompt_mask, states, actions, last)
+        return self._finish(out, last, start, obs.dropped_objects)
 
-    def _decode_autoregressive(self, prompt, prompt_mask, image_tokens, actions) -> torch.Tensor:
-        outs = []
+    def _decode_autoregressive(self, prompt, prompt_mask, states: States, actions, last: States) -> AstraOutput:
+        stages = []
         for i in range(self.action_space.dim):
-            out = self.model(prompt, prompt_mask, image_tokens, actions)[0, -1]
-            outs.append(out[i])
+            out = self.model(prompt, prompt_mask, states, actions)
+            stage = AstraOutput(*(None if x is None else x[:, -1:] for x in (out.head, out.pointer_logits, out.pointer_offset)))
+            stages.append(stage)
             actions = actions.clone()
-            actions[0, -1, i] = self.action_space.decode(out[i][None])[0]
-        return torch.stack(outs)
+            actions[0, -1, i] = self.model.decode(stage, last)[1][0, 0, i]
+        return _splice_outputs(stages, self.model)

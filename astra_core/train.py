@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 
+from astra_core.threads import configure_threads
 from astra_core.training.config import TrainConfig
 from astra_core.training.loop import Trainer
 
@@ -26,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = TrainConfig.load(args.config, args.overrides)
     except (ValueError, FileNotFoundError) as e:
         parser.exit(2, f"error: {e}\n")
+    configure_threads(cfg.threads, "astra_core.train")
     trainer = Trainer(cfg, resume=args.resume)
     try:
         result = trainer.fit()

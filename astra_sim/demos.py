@@ -65,12 +65,16 @@ def record_demonstrations(env: Env, out: str | Path, episodes: int, seed: int, p
     kind = env.action_space.kind
     metadata = {"env": env_name, "env_options": env_options or {}, "generator": "astra_sim.demos",
                 "perturb_prob": perturb_prob}
+    sensors = env.sensor_info()
+    proprio_names = list(sensors.get("proprio_names") or []) or None
+    has_masks = bool(sensors.get("masks", False))
     recorded = steps = 0
     discarded: list[int] = []
     t0 = time.perf_counter()
     with DatasetWriter(out, cameras=env.camera_names, action_space=env.action_space,
                        control_rate_hz=env.control_rate_hz, image_size=env.image_size,
-                       metadata=metadata, append=append) as writer:
+                       proprio_names=proprio_names, metadata=metadata, append=append, has_masks=has_masks,
+                       calibration=sensors.get("calibration"), tolerances=sensors.get("tolerances")) as writer:
         env_seed = seed
         while recorded < episodes:
             # The perturbation stream depends only on the episode seed: reruns are identical.
@@ -88,7 +92,8 @@ def record_demonstrations(env: Env, out: str | Path, episodes: int, seed: int, p
                     if perturb_prob > 0 and not recovering and rng.random() < perturb_prob:
                         action = perturb_action(action, kind, low, high, rng)
                         perturbed.append(t)
-                    episode.add_step(images=obs, action=action)
+                    episode.add_step(images=obs.images, action=action, masks=obs.masks if has_masks else None,
+                                     proprio=obs.proprio if proprio_names else None)
                     obs, success, done, _ = env.step(action)
                     t += 1
                 if success:

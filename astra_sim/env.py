@@ -1,22 +1,37 @@
-"""The environment interface every simulator bridge implements, and a name -> env registry.
+"""The environment interface every simulator backend implements, and a name -> env registry.
 
-Demonstration recording (:mod:`astra_sim.demos`) and closed-loop evaluation
-(:mod:`astra_sim.evaluate`) only talk to this protocol, so a new simulator (ManiSkill3 with 6-D
-pose actions, Meta-World, a ROS-driven arm) plugs in by implementing it and adding one line to
-:data:`ENV_FACTORIES`. Factories are import strings so that optional simulators are imported only
-when they are asked for.
+Demonstration recording (:mod:`astra_sim.demos`), closed-loop evaluation
+(:mod:`astra_sim.evaluate`) and the ROS bridge node only talk to this protocol, so a simulator
+(the built-in tabletop, ManiSkill3 with 6-D pose actions, Meta-World) plugs in by implementing it
+and adding one line to :data:`ENV_FACTORIES`. Factories are import strings so that optional
+simulators are imported only when they are asked for.
+
+What a policy may see of a step is an :class:`Observation`: the camera images, optionally an
+instance-label mask per camera (what object tokens are cut from; a simulator renders them, a real
+robot gets them from a segmenter) and optionally proprioception. Nothing else about the simulator's
+state reaches the policy.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any, NamedTuple, Protocol, runtime_checkable
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, Optional, Protocol, runtime_checkable
 
 import numpy as np
 
 from astra_core.action_space import ActionSpaceSpec
 
-Observation = dict[str, np.ndarray]  # camera name -> uint8 (H, W, 3) RGB
+
+@dataclass
+class Observation:
+    """What the policy can observe at one step."""
+
+    images: dict[str, np.ndarray]  # camera -> uint8 (H, W, 3) RGB
+    # camera -> (H, W) integer instance labels of the same image: 0 is background, every other
+    # value one object instance (the same value may mean different objects in different cameras).
+    masks: dict[str, np.ndarray] = field(default_factory=dict)
+    proprio: Optional[np.ndarray] = None  # (P,) float64 in the env's proprio_names order
 
 
 class StepResult(NamedTuple):
@@ -35,6 +50,15 @@ class Env(Protocol):
     ``reset(seed)`` is deterministic: the same seed gives the same scene and instruction.
     ``expert_action()`` is a scripted expert's next action for the current state (used to record
     demonstrations); it must solve the task from any state that ``reset`` returns.
+
+    ``sensor_info()`` describes what the observations carry beyond images, as written into a
+    dataset (``astra_core.data``): ``{"proprio_names": [...], "masks": bool,
+    "calibration": {camera: {"table_homography": 3x3 nested list}}, "tolerances": {dim: float}}``.
+    ``table_homography`` maps normalised image coordinates ``(u, v, 1)`` (u = column / width,
+    v = row / height, both in [0, 1]) to the action frame's ``(x, y, 1)`` on the work surface, so
+    a token cut from that camera can say where on the table it is. ``tolerances`` gives, per action
+    dimension, how far from the expert's value an action still succeeds (for hit-rate metrics).
+    Every key is optional.
     """
 
     @property
@@ -51,6 +75,8 @@ class Env(Protocol):
 
     @property
     def control_rate_hz(self) -> float: ...
+
+    def sensor_info(self) -> dict[str, Any]: ...
 
     def reset(self, seed: int) -> tuple[Observation, str]: ...
 

@@ -17,15 +17,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from astra_sim.env import Env, make_env
+from astra_sim.env import Env, Observation, make_env
 
 DEFAULT_EVAL_SEED = 1_000_000
 
@@ -49,7 +50,7 @@ def evaluate_policy(policy: Any, env: Env, seeds: Sequence[int]) -> dict[str, An
         done = success = False
         steps = clipped_steps = 0
         while not done:
-            out = policy.step({camera: obs[camera] for camera in policy.camera_names})
+            out = policy.step(*policy_inputs(policy, obs))
             latencies.append(float(out.latency_ms))
             proposed = np.asarray(out.values, dtype=np.float64)
             action = np.clip(proposed, low, high)
@@ -63,23 +64,98 @@ def evaluate_policy(policy: Any, env: Env, seeds: Sequence[int]) -> dict[str, An
     return summarize(episodes, latencies, time.perf_counter() - t0)
 
 
+def evaluate_tasks(policy: Any, env_options: dict[str, Any], per_task: int, first_seed: int = DEFAULT_EVAL_SEED,
+                   train_seeds: set[int] | None = None, env_name: str = "tabletop",
+                   tasks: Optional[dict[str, dict[str, Any]]] = None) -> dict[str, Any]:
+    """``per_task`` seeded episodes of each task (``tasks``: name -> extra env options; default the
+    tabletop's four task kinds), merged into one result with a per-task breakdown."""
+    if tasks is None:
+        from astra_sim.tabletop import TASK_KINDS
+
+        tasks = {kind: {"tasks": [kind]} for kind in TASK_KINDS}
+    seeds = list(range(first_seed, first_seed + per_task))
+    if train_seeds:
+        check_held_out(seeds, train_seeds)
+    episodes: list[dict[str, Any]] = []
+    latencies: list[float] = []
+    t0 = time.perf_counter()
+    for task, options in tasks.items():
+        part = evaluate_policy(policy, make_env(env_name, **env_options, **options), seeds)
+        for e in part["per_episode"]:
+            e["task"] = task
+        episodes += part["per_episode"]
+        latencies += part["latencies_ms"]
+    return summarize(episodes, latencies, time.perf_counter() - t0)
+
+
+def policy_inputs(policy: Any, obs: Observation) -> tuple[dict, Optional[dict], Optional[np.ndarray]]:
+    """(images, masks, proprio) of ``obs`` as the policy takes them: what it was trained on, no more."""
+    images = {camera: obs.images[camera] for camera in policy.camera_names}
+    masks = None
+    if policy.needs_masks:
+        missing = [c for c in policy.camera_names if c not in obs.masks]
+        if missing:
+            raise ValueError(f"the policy uses object tokens, but the environment gives no instance masks for {missing}")
+        masks = {camera: obs.masks[camera] for camera in policy.camera_names}
+    return images, masks, obs.proprio if policy.proprio_dim else None
+
+
+def wilson_interval(successes: int, trials: int, z: float = 1.959964) -> tuple[float, float]:
+    """95% Wilson score interval of a success rate (sound at 0 and n successes, unlike +-1.96 SE)."""
+    if trials == 0:
+        return 0.0, 1.0
+    p = successes / trials
+    denom = 1 + z * z / trials
+    centre = (p + z * z / (2 * trials)) / denom
+    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def rate_with_ci(outcomes: Sequence[bool]) -> dict[str, Any]:
+    n, k = len(outcomes), int(sum(outcomes))
+    lo, hi = wilson_interval(k, n)
+    return {"successes": k, "episodes": n, "rate": k / n if n else 0.0, "ci95": [round(lo, 4), round(hi, 4)]}
+
+
 def summarize(episodes: list[dict[str, Any]], latencies_ms: list[float], seconds: float) -> dict[str, Any]:
     successes = [e for e in episodes if e["success"]]
     by_task: dict[str, list[bool]] = defaultdict(list)
     for e in episodes:
         by_task[str(e["task"])].append(e["success"])
+    overall = rate_with_ci([e["success"] for e in episodes])
     return {
         "episodes": len(episodes),
-        "success_rate": len(successes) / len(episodes) if episodes else 0.0,
+        "success_rate": overall["rate"],
+        "success_ci95": overall["ci95"],
+        "by_task": {k: rate_with_ci(v) for k, v in sorted(by_task.items())},
         "mean_steps": float(np.mean([e["steps"] for e in episodes])) if episodes else 0.0,
         "mean_steps_success": float(np.mean([e["steps"] for e in successes])) if successes else None,
         "success_rate_by_task": {k: sum(v) / len(v) for k, v in sorted(by_task.items())},
         "episodes_by_task": {k: len(v) for k, v in sorted(by_task.items())},
-        "policy_latency_ms": {"mean": float(np.mean(latencies_ms)), "p95": float(np.percentile(latencies_ms, 95))}
-        if latencies_ms else None,
+        "policy_latency_ms": {"mean": round(float(np.mean(latencies_ms)), 3),
+                              "p95": round(float(np.percentile(latencies_ms, 95)), 3)} if latencies_ms else None,
         "seconds": round(seconds, 2),
         "per_episode": episodes,
+        "latencies_ms": [round(v, 3) for v in latencies_ms],
     }
+
+
+def brief(result: dict[str, Any]) -> dict[str, Any]:
+    """A result without its per-episode lists (for printing)."""
+    return {k: v for k, v in result.items() if k not in ("per_episode", "latencies_ms")}
+
+
+def format_table(result: dict[str, Any], title: str = "closed-loop success") -> str:
+    """A per-task table a person reads at a glance (success, 95% CI, episodes)."""
+    rows = [(task, r) for task, r in result["by_task"].items()]
+    rows.append(("all", {"successes": sum(r["successes"] for _, r in rows), "episodes": result["episodes"],
+                         "rate": result["success_rate"], "ci95": result["success_ci95"]}))
+    lines = [title, f"  {'task':<12} {'success':>8}   {'95% CI':<15} episodes"]
+    for task, r in rows:
+        lo, hi = r["ci95"]
+        lines.append(f"  {task:<12} {100 * r['rate']:7.1f}%   [{100 * lo:5.1f}, {100 * hi:5.1f}]  "
+                     f"{r['successes']:>4}/{r['episodes']}")
+    return "\n".join(lines)
 
 
 def training_seeds(dataset_root: str | Path) -> set[int]:
@@ -130,7 +206,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     result["checkpoint"] = str(args.checkpoint)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps({k: v for k, v in result.items() if k != "per_episode"}))
+    print(format_table(result, f"closed-loop success of {args.checkpoint}"), file=sys.stderr)
+    print(json.dumps(brief(result)))
     return 0
 
 

@@ -444,18 +444,56 @@ class TabletopEnv:
 
     # ---- rendering ---------------------------------------------------------------------------
     def render(self) -> Observation:
-        """Images of the current state: camera -> uint8 (H, W, 3) RGB."""
-        top = self._render_top_canvas()
+        """What the cameras see of the current state: RGB images and their instance-label masks."""
+        top, top_labels = self._render_top_canvas(), self._render_top_canvas(labels=True)
         size = (self.config.image_size, self.config.image_size)
-        images: Observation = {}
+        ss = self.config.supersample > 1
+
+        def shrink(image: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            if not ss:
+                return image, labels
+            # Area-average the colours (anti-aliasing); labels take the centre sample of each block.
+            return (cv2.resize(image, size, interpolation=cv2.INTER_AREA),
+                    cv2.resize(labels, size, interpolation=cv2.INTER_NEAREST))
+
+        obs = Observation(images={})
         if "top" in self.config.cameras:
-            images["top"] = cv2.resize(top, size, interpolation=cv2.INTER_AREA) if self.config.supersample > 1 else top
+            obs.images["top"], obs.masks["top"] = shrink(top, top_labels)
         if "front" in self.config.cameras:
             front = self._wall.copy()
-            cv2.warpPerspective(top, self._front_homography, (self._canvas_px, self._canvas_px), dst=front,
+            front_labels = np.zeros(top_labels.shape, np.uint16)
+            n = self._canvas_px
+            cv2.warpPerspective(top, self._front_homography, (n, n), dst=front,
                                 flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_TRANSPARENT)
-            images["front"] = cv2.resize(front, size, interpolation=cv2.INTER_AREA) if self.config.supersample > 1 else front
-        return images
+            cv2.warpPerspective(top_labels, self._front_homography, (n, n), dst=front_labels,
+                                flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_TRANSPARENT)
+            obs.images["front"], obs.masks["front"] = shrink(front, front_labels)
+        return obs
+
+    def sensor_info(self) -> dict[str, Any]:
+        """Masks, calibration (both cameras see the table plane) and success tolerances (Env protocol)."""
+        c = self.config
+        # Top camera: normalised (u, v) -> table (x, y); u runs along -y, v along -x.
+        xr, yr = c.x_range[1] - c.x_range[0], c.y_range[1] - c.y_range[0]
+        top = np.array([[0.0, -xr, c.x_range[1]], [-yr, 0.0, c.y_range[1]], [0.0, 0.0, 1.0]])
+        # Front camera: normalised -> front canvas pixels -> top canvas pixels -> table.
+        n, s = self._canvas_px, self._px_per_m
+        top_px_to_table = np.array([[0.0, -1 / s, c.x_range[1]], [-1 / s, 0.0, c.y_range[1]], [0.0, 0.0, 1.0]])
+        front = top_px_to_table @ np.linalg.inv(self._front_homography) @ np.diag([n, n, 1.0])
+        homographies = {"top": top, "front": front / front[2, 2]}
+        return {
+            "proprio_names": [],
+            "masks": True,
+            "calibration": {cam: {"table_homography": homographies[cam].tolist()} for cam in c.cameras},
+            "tolerances": {
+                "pick_x": c.pick_position_tolerance, "pick_y": c.pick_position_tolerance,
+                "pick_theta": c.pick_theta_tolerance,
+                # the expert places 3.3 cm from a container's centre, which counts within 6 cm;
+                # the rotate task allows 2 cm: 2 cm is a hit for every task
+                "place_x": c.rotate_position_tolerance, "place_y": c.rotate_position_tolerance,
+                "place_theta": c.rotate_theta_tolerance,
+            },
+        }
 
     def _to_px(self, xy: np.ndarray) -> np.ndarray:
         """Table metres (..., 2) -> supersampled top-image pixel coordinates (..., 2) as (col, row)."""
@@ -470,38 +508,46 @@ class TabletopEnv:
         world = local @ np.array([[cth, sth], [-sth, cth]]) + np.array([x, y])
         return np.round(self._to_px(world) * 16).astype(np.int32)
 
-    def _render_top_canvas(self) -> np.ndarray:
+    def _render_top_canvas(self, labels: bool = False) -> np.ndarray:
+        """The supersampled top view: RGB, or (``labels``) uint16 instance labels drawn with the same
+        geometry (0 table, 1 + i container i, 1 + len(containers) + j object j)."""
         c = self.config
         n = self._canvas_px
-        canvas = np.empty((n, n, 3), np.uint8)
-        canvas[:] = TABLE_RGB
-        edge = max(1, n // 96)
-        cv2.rectangle(canvas, (0, 0), (n - 1, n - 1), TABLE_EDGE_RGB, edge)
+        if labels:
+            canvas = np.zeros((n, n), np.uint16)
+            aa = cv2.LINE_8  # exact region edges, no blending of label values
+        else:
+            canvas = np.empty((n, n, 3), np.uint8)
+            canvas[:] = TABLE_RGB
+            aa = cv2.LINE_AA
+            edge = max(1, n // 96)
+            cv2.rectangle(canvas, (0, 0), (n - 1, n - 1), TABLE_EDGE_RGB, edge)
         line = max(1, round(0.012 * self._px_per_m))
-        for box in self.containers:
-            color = COLORS[box.color]
+        for k, box in enumerate(self.containers):
+            color = 1 + k if labels else COLORS[box.color]
+            inside = color if labels else CONTAINER_INSIDE_RGB
             r = c.container_radius
             if box.kind == "bowl":
-                centre = np.round(self._to_px(np.array([box.x, box.y])) * 16).astype(np.int32)
+                centre = tuple(int(v) for v in np.round(self._to_px(np.array([box.x, box.y])) * 16).astype(np.int32))
                 radius_px = round((r - 0.006) * self._px_per_m * 16)
-                cv2.circle(canvas, tuple(int(v) for v in centre), radius_px, CONTAINER_INSIDE_RGB, -1, cv2.LINE_AA, 4)
-                cv2.circle(canvas, tuple(int(v) for v in centre), radius_px, color, line, cv2.LINE_AA, 4)
+                cv2.circle(canvas, centre, radius_px, inside, -1, aa, 4)
+                cv2.circle(canvas, centre, radius_px, color, line, aa, 4)
             else:
                 sq = (r - 0.006) * np.array([[1, 1], [-1, 1], [-1, -1], [1, -1]], dtype=np.float64)
                 poly = self._polygon(box.x, box.y, box.theta, sq)
-                cv2.fillPoly(canvas, [poly], CONTAINER_INSIDE_RGB, cv2.LINE_AA, 4)
-                cv2.polylines(canvas, [poly], True, color, line, cv2.LINE_AA, 4)
+                cv2.fillPoly(canvas, [poly], inside, aa, 4)
+                cv2.polylines(canvas, [poly], True, color, line, aa, 4)
         h = c.object_half_size
         outline = max(1, n // 192)
         for i in self._draw_order:
             obj = self.objects[i]
-            color = COLORS[obj.color]
-            dark = tuple(int(v * 0.55) for v in color)
+            color = 1 + len(self.containers) + i if labels else COLORS[obj.color]
+            dark = color if labels else tuple(int(v * 0.55) for v in color)
             if obj.shape == "circle":
-                centre = np.round(self._to_px(np.array([obj.x, obj.y])) * 16).astype(np.int32)
+                centre = tuple(int(v) for v in np.round(self._to_px(np.array([obj.x, obj.y])) * 16).astype(np.int32))
                 radius_px = round(h * 1.1 * self._px_per_m * 16)  # same area as the square, roughly
-                cv2.circle(canvas, tuple(int(v) for v in centre), radius_px, color, -1, cv2.LINE_AA, 4)
-                cv2.circle(canvas, tuple(int(v) for v in centre), radius_px, dark, outline, cv2.LINE_AA, 4)
+                cv2.circle(canvas, centre, radius_px, color, -1, aa, 4)
+                cv2.circle(canvas, centre, radius_px, dark, outline, aa, 4)
                 continue
             if obj.shape == "square":
                 local = h * np.array([[1, 1], [-1, 1], [-1, -1], [1, -1]], dtype=np.float64)
@@ -509,8 +555,8 @@ class TabletopEnv:
                 ang = np.array([0.0, 2 * math.pi / 3, 4 * math.pi / 3])
                 local = 1.35 * h * np.stack([np.cos(ang), np.sin(ang)], axis=1)
             poly = self._polygon(obj.x, obj.y, obj.theta, local)
-            cv2.fillPoly(canvas, [poly], color, cv2.LINE_AA, 4)
-            cv2.polylines(canvas, [poly], True, dark, outline, cv2.LINE_AA, 4)
+            cv2.fillPoly(canvas, [poly], color, aa, 4)
+            cv2.polylines(canvas, [poly], True, dark, outline, aa, 4)
         return canvas
 
     def _top_to_front_homography(self) -> np.ndarray:

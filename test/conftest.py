@@ -32,6 +32,9 @@ os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(FASTDDS_PROFILE)
 os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
 os.environ["HF_HUB_OFFLINE"] = "1"
+# MuJoCo picks its GL backend when it is first imported, possibly by another simulator's test
+# module (ManiSkill imports it): headless EGL, chosen before any test module loads.
+os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 # Domain ids 1..101 (0 is everyone's default). Start at an offset derived from this

@@ -16,26 +16,31 @@ import time
 import torch
 
 from astra_core.model import Astra
-from astra_core.presets import load_preset, unit_stats
+from astra_core.presets import standalone_config, unit_stats
 from astra_core.training.config import TrainConfig
 from astra_core.training.loop import AstraObjective, build_optimizer
 
 
 def _batch(cfg, batch_size: int, window: int, image_size: int, seed: int) -> dict:
     g = torch.Generator().manual_seed(seed)
-    M, N = len(cfg.cameras), cfg.action_space.dim
-    return {
+    M, N, K = len(cfg.cameras), cfg.action_space.dim, cfg.max_objects
+    batch = {
         "images": torch.randint(0, 256, (batch_size, window, M, image_size, image_size, 3), dtype=torch.uint8, generator=g),
         "actions": torch.rand((batch_size, window, N), generator=g) * 2 - 1,
         "step_mask": torch.ones(batch_size, window, dtype=torch.bool),
         "instruction": [f"put the block in bowl {i % 4}" for i in range(batch_size)],
         "episode": torch.arange(batch_size),
     }
+    if cfg.state_tokens == "objects":  # boxes of 0.1 x 0.1 at random places, every slot filled
+        corner = torch.rand((batch_size, window, M, K, 2), generator=g) * 0.9
+        batch["object_boxes"] = torch.cat([corner, corner + 0.1, corner + 0.05], dim=-1)
+        batch["object_valid"] = torch.ones(batch_size, window, M, K, dtype=torch.bool)
+    return batch
 
 
 def build_step(preset: str, attention: str, args: argparse.Namespace):
     """A closure running one training step (forward, backward, AdamW) of a fresh model."""
-    model_cfg = load_preset(preset)
+    model_cfg = standalone_config(preset)
     model_cfg.attention = attention
     torch.manual_seed(0)
     device = torch.device(args.device)

@@ -26,6 +26,7 @@ from torch.utils.data import Dataset
 from astra_core.data import format as fmt
 from astra_core.data.errors import DatasetError
 from astra_core.data.format import DatasetInfo, EpisodeSteps, ImageChunk
+from astra_core.objects import OBJECT_FIELDS, boxes_from_mask
 
 
 class _LRU:
@@ -72,11 +73,14 @@ class TrajectoryWindowDataset(Dataset):
     Each item is a dict:
 
     * ``instruction`` str
-    * ``images``      uint8 (T, M, H, W, 3), RGB, cameras in dataset order
+    * ``images``      uint8 (T, M, H, W, 3), RGB, cameras in dataset order (``cameras``: a subset)
     * ``actions``     float32 (T, N), physical units
     * ``timestamps``  float64 (T,), seconds
     * ``step_mask``   bool (T,), True for real steps
     * ``proprio``     float32 (T, P), only if the dataset has proprioception
+    * ``object_boxes`` float32 (T, M, K, 6), ``object_valid`` bool (T, M, K): only with
+      ``max_objects=K`` on a dataset with instance masks; the boxes of each mask's instances
+      (:func:`astra_core.objects.boxes_from_mask`, the function the runtime uses on live masks)
     * ``episode``, ``start`` int: where the window comes from
 
     Padded steps are zero. ``stride`` > 1 thins out the starts; each episode then gets a start
@@ -93,6 +97,8 @@ class TrajectoryWindowDataset(Dataset):
         cache_chunks: int = 16,
         cache_episodes: int = 16,
         verify: bool = True,
+        max_objects: int | None = None,
+        cameras: Sequence[str] | None = None,
     ) -> None:
         if not isinstance(window, int) or window < 1:
             raise ValueError(f"window={window}: must be a positive int")
@@ -103,6 +109,16 @@ class TrajectoryWindowDataset(Dataset):
         self.root = Path(root)
         self.info: DatasetInfo = fmt.load_dataset_info(self.root)
         self.window, self.stride, self.seed, self.verify = window, stride, seed, verify
+        if max_objects is not None and not self.info.has_masks:
+            raise DatasetError(None, fmt.DATASET_FILE, f"object boxes were asked for (max_objects={max_objects}) but "
+                                                       f"{self.root} has no instance masks")
+        self.max_objects = max_objects
+        unknown = sorted(set(cameras or []) - set(self.info.cameras))
+        if unknown:
+            raise DatasetError(None, fmt.DATASET_FILE, f"cameras {unknown} are not in {self.root} "
+                                                       f"(it has {self.info.cameras})")
+        # The cameras an item holds, in dataset order (a model may use a subset of those recorded).
+        self.cameras = [c for c in self.info.cameras if cameras is None or c in cameras]
         self._cache_sizes = (cache_episodes, cache_chunks)
 
         by_id = {e.id: e for e in self.info.episodes}
@@ -129,7 +145,7 @@ class TrajectoryWindowDataset(Dataset):
 
     @property
     def num_cameras(self) -> int:
-        return len(self.info.cameras)
+        return len(self.cameras)
 
     def window_index(self) -> np.ndarray:
         """(len(self), 2) int array of (episode, start), in item order."""
@@ -155,7 +171,7 @@ class TrajectoryWindowDataset(Dataset):
 
         images = np.zeros((T, self.num_cameras, H, W, 3), dtype=np.uint8)
         size = info.chunk_size
-        for m, camera in enumerate(info.cameras):
+        for m, camera in enumerate(self.cameras):
             for t in range(n):
                 step = start + t
                 chunk = self._chunk(episode, manifest, camera, step // size)
@@ -176,6 +192,17 @@ class TrajectoryWindowDataset(Dataset):
             "episode": episode,
             "start": start,
         }
+        if self.max_objects is not None:
+            K = self.max_objects
+            boxes = np.zeros((T, self.num_cameras, K, OBJECT_FIELDS), dtype=np.float32)
+            valid = np.zeros((T, self.num_cameras, K), dtype=bool)
+            for m, camera in enumerate(self.cameras):
+                for t in range(n):
+                    step = start + t
+                    chunk = self._chunk(episode, manifest, camera, step // size, fmt.MASKS_DIR)
+                    boxes[t, m], valid[t, m] = boxes_from_mask(chunk.decode_mask(step % size, (H, W)), K)
+            item["object_boxes"] = torch.from_numpy(boxes)
+            item["object_valid"] = torch.from_numpy(valid)
         if steps.proprio is not None:
             proprio = np.zeros((T, info.proprio_dim), dtype=np.float32)
             proprio[:n] = steps.proprio[start : start + n]
@@ -206,11 +233,12 @@ class TrajectoryWindowDataset(Dataset):
 
         return self._episodes.get(episode, load)
 
-    def _chunk(self, episode: int, manifest: dict, camera: str, chunk_index: int) -> ImageChunk:
+    def _chunk(self, episode: int, manifest: dict, camera: str, chunk_index: int,
+               kind: str = fmt.IMAGES_DIR) -> ImageChunk:
         def load() -> ImageChunk:
             if self.verify:
-                return fmt.load_chunk(self.root, episode, manifest, camera, chunk_index)
-            key = fmt.chunk_relpath(camera, chunk_index)
+                return fmt.load_chunk(self.root, episode, manifest, camera, chunk_index, kind)
+            key = fmt.chunk_relpath(camera, chunk_index, kind)
             path = fmt.episode_dir(self.root, episode) / key
             try:
                 data = path.read_bytes()
@@ -218,7 +246,7 @@ class TrajectoryWindowDataset(Dataset):
                 raise DatasetError(episode, key, f"cannot read {path}: {exc}") from None
             return ImageChunk.from_bytes(data, episode, key)
 
-        return self._chunks.get((episode, camera, chunk_index), load)
+        return self._chunks.get((kind, episode, camera, chunk_index), load)
 
 
 def collate_windows(items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -230,7 +258,8 @@ def collate_windows(items: list[dict[str, Any]]) -> dict[str, Any]:
         "episode": torch.tensor([it["episode"] for it in items], dtype=torch.long),
         "start": torch.tensor([it["start"] for it in items], dtype=torch.long),
     }
-    keys = ["images", "actions", "timestamps", "step_mask"] + (["proprio"] if "proprio" in items[0] else [])
+    keys = ["images", "actions", "timestamps", "step_mask"]
+    keys += [k for k in ("proprio", "object_boxes", "object_valid") if k in items[0]]
     for key in keys:
         batch[key] = torch.stack([it[key] for it in items])
     return batch

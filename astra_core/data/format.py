@@ -9,6 +9,7 @@ The full description, with the reasons behind each choice, is in ``docs/DATASET.
         manifest.json               instruction, success, num_steps, metadata, sha256 + size per file
         steps.npz                   actions (S, N) float64, timestamps (S,) float64, [proprio (S, P)]
         images/<camera>/000000.npz  one chunk: up to chunk_size PNG frames of one camera
+        masks/<camera>/000000.npz   the same for instance-label masks (16-bit PNG), if the dataset has masks
       .staging/                     episodes being written (never read; renamed into episodes/)
 
 Everything here is plain JSON and ``.npz`` read with ``allow_pickle=False``.
@@ -36,7 +37,8 @@ import numpy as np
 from astra_core.action_space import ActionSpaceSpec
 from astra_core.data.errors import DatasetError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # version 1 had no masks, calibration or tolerances
 
 DATASET_FILE = "dataset.json"
 STATS_FILE = "stats.json"
@@ -46,6 +48,7 @@ LOCK_FILE = ".lock"
 MANIFEST_FILE = "manifest.json"
 STEPS_FILE = "steps.npz"
 IMAGES_DIR = "images"
+MASKS_DIR = "masks"
 
 IMAGE_CODEC = "png"
 # zlib level 1: measured on 224x224 frames it compresses within ~3% of level 3-9 at the lowest
@@ -77,9 +80,9 @@ def episode_dir(root: Path, episode: int) -> Path:
     return Path(root) / EPISODES_DIR / episode_dirname(episode)
 
 
-def chunk_relpath(camera: str, chunk_index: int) -> str:
-    """Path of one image chunk relative to its episode directory (also its key in the manifest)."""
-    return f"{IMAGES_DIR}/{camera}/{chunk_index:06d}.npz"
+def chunk_relpath(camera: str, chunk_index: int, kind: str = IMAGES_DIR) -> str:
+    """Path of one image (or mask) chunk relative to its episode directory (also its manifest key)."""
+    return f"{kind}/{camera}/{chunk_index:06d}.npz"
 
 
 def num_chunks(num_steps: int, chunk_size: int) -> int:
@@ -172,12 +175,12 @@ def read_verified(episode_path: Path, episode: int, relpath: str, entry: dict | 
 
 
 def encode_chunk(frames: list[np.ndarray]) -> bytes:
-    """RGB uint8 frames -> one chunk file (PNG per frame, so a reader can decode single frames)."""
+    """RGB uint8 frames (or uint16 instance masks) -> one chunk file (PNG per frame, so a reader can
+    decode single frames)."""
     pngs = []
     for frame in frames:
-        ok, png = cv2.imencode(
-            ".png", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION_LEVEL]
-        )
+        pixels = frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)
+        ok, png = cv2.imencode(".png", pixels, [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION_LEVEL])
         if not ok:
             raise RuntimeError("cv2.imencode failed to encode a PNG frame")
         pngs.append(png.reshape(-1))
@@ -222,6 +225,17 @@ class ImageChunk:
             raise DatasetError(self.episode, self.key, f"frame {index} has shape {bgr.shape}, dataset says {(*image_size, 3)}")
         return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
+    def decode_mask(self, index: int, image_size: tuple[int, int]) -> np.ndarray:
+        """Frame ``index`` of a mask chunk as uint16 (H, W) instance labels."""
+        if not 0 <= index < self.num_frames:
+            raise DatasetError(self.episode, self.key, f"frame {index} requested, chunk holds {self.num_frames}")
+        mask = cv2.imdecode(self.png[self.offsets[index] : self.offsets[index + 1]], cv2.IMREAD_UNCHANGED)
+        if mask is None:
+            raise DatasetError(self.episode, self.key, f"mask {index} is not a decodable PNG")
+        if mask.dtype != np.uint16 or mask.shape != tuple(image_size):
+            raise DatasetError(self.episode, self.key, f"mask {index} is {mask.dtype}{mask.shape}, dataset needs uint16{tuple(image_size)}")
+        return mask
+
 
 # ----------------------------------------------------------------------------------------------
 # dataset.json
@@ -254,6 +268,12 @@ class DatasetInfo:
     episodes: list[EpisodeRecord] = field(default_factory=list)
     image_codec: str = IMAGE_CODEC
     format_version: int = FORMAT_VERSION
+    # Every step has an instance-label mask per camera (object tokens are cut at its boxes).
+    has_masks: bool = False
+    # camera -> {"table_homography": 3x3}: normalised image (u, v) -> action-frame (x, y).
+    calibration: dict = field(default_factory=dict)
+    # action dimension -> how far from the recorded action an action still succeeds (metrics).
+    tolerances: dict = field(default_factory=dict)
     _by_id: dict[int, EpisodeRecord] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -270,8 +290,12 @@ class DatasetInfo:
                 raise ValueError(f"proprio_names={self.proprio_names}: must be non-empty and unique")
         if self.image_codec != IMAGE_CODEC:
             raise ValueError(f"image_codec={self.image_codec!r}: only {IMAGE_CODEC!r} is supported")
-        if self.format_version != FORMAT_VERSION:
-            raise ValueError(f"format_version={self.format_version}: this code reads version {FORMAT_VERSION}")
+        if self.format_version not in READABLE_VERSIONS:
+            raise ValueError(f"format_version={self.format_version}: this code reads versions {list(READABLE_VERSIONS)}")
+        if not isinstance(self.has_masks, bool):
+            raise ValueError(f"has_masks={self.has_masks!r}: must be true or false")
+        check_calibration(self.calibration, self.cameras)
+        check_tolerances(self.tolerances, self.action_space.dim_names)
 
     @property
     def action_names(self) -> list[str]:
@@ -306,6 +330,9 @@ class DatasetInfo:
             "action_names": self.action_names,
             "proprio_names": None if self.proprio_names is None else list(self.proprio_names),
             "control_rate_hz": float(self.control_rate_hz),
+            "has_masks": self.has_masks,
+            "calibration": self.calibration,
+            "tolerances": self.tolerances,
         }
 
     def to_dict(self) -> dict:
@@ -313,10 +340,12 @@ class DatasetInfo:
 
     @classmethod
     def from_dict(cls, d: dict) -> "DatasetInfo":
+        version = d.get("format_version")
+        added = {"has_masks", "calibration", "tolerances"}  # new in version 2
         valid = {
             "format_version", "cameras", "image_size", "image_codec", "chunk_size", "action_space",
             "action_names", "proprio_names", "control_rate_hz", "metadata", "episodes",
-        }  # fmt: skip
+        } | (added if version != 1 else set())  # fmt: skip
         unknown, missing = set(d) - valid, valid - set(d)
         if unknown or missing:
             raise ValueError(f"unknown keys {sorted(unknown)}, missing keys {sorted(missing)}; valid keys: {sorted(valid)}")
@@ -344,7 +373,34 @@ class DatasetInfo:
             episodes=episodes,
             image_codec=d["image_codec"],
             format_version=d["format_version"],
+            has_masks=d.get("has_masks", False),
+            calibration=d.get("calibration", {}),
+            tolerances=d.get("tolerances", {}),
         )
+
+
+def check_calibration(calibration: dict, cameras: list[str]) -> None:
+    """``{camera: {"table_homography": 3x3}}`` for a subset of ``cameras``."""
+    from astra_core.objects import check_homography
+
+    if not isinstance(calibration, dict):
+        raise ValueError(f"calibration must be an object {{camera: {{table_homography: 3x3}}}}, got {calibration!r}")
+    for camera, entry in calibration.items():
+        if camera not in cameras:
+            raise ValueError(f"calibration for unknown camera {camera!r}; cameras are {cameras}")
+        if not isinstance(entry, dict) or set(entry) != {"table_homography"}:
+            raise ValueError(f"calibration[{camera!r}] must be {{'table_homography': 3x3}}, got {entry!r}")
+        check_homography(entry["table_homography"], f"calibration[{camera!r}]")
+
+
+def check_tolerances(tolerances: dict, names: list[str]) -> None:
+    if not isinstance(tolerances, dict):
+        raise ValueError(f"tolerances must be an object {{action dimension: value}}, got {tolerances!r}")
+    for name, value in tolerances.items():
+        if name not in names:
+            raise ValueError(f"tolerances: unknown action dimension {name!r}; dimensions are {names}")
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise ValueError(f"tolerances[{name!r}]={value!r}: must be a positive number")
 
 
 def read_json(path: Path, episode: int | None, key: str) -> dict:
@@ -378,15 +434,18 @@ def load_dataset_info(root: str | os.PathLike) -> DatasetInfo:
 # ----------------------------------------------------------------------------------------------
 # manifest.json and steps.npz of one episode
 
-MANIFEST_KEYS = {
+MANIFEST_KEYS_V1 = {
     "format_version", "episode", "instruction", "success", "num_steps", "cameras", "image_size",
     "chunk_size", "has_proprio", "metadata", "files",
 }  # fmt: skip
+MANIFEST_KEYS = MANIFEST_KEYS_V1 | {"has_masks"}
 
 
-def expected_files(num_steps: int, cameras: list[str], chunk_size: int) -> list[str]:
+def expected_files(num_steps: int, cameras: list[str], chunk_size: int, has_masks: bool = False) -> list[str]:
     """Every file an episode of ``num_steps`` must have, in manifest order."""
-    chunks = [chunk_relpath(cam, c) for cam in cameras for c in range(num_chunks(num_steps, chunk_size))]
+    kinds = (IMAGES_DIR, MASKS_DIR) if has_masks else (IMAGES_DIR,)
+    chunks = [chunk_relpath(cam, c, kind) for kind in kinds for cam in cameras
+              for c in range(num_chunks(num_steps, chunk_size))]
     return [STEPS_FILE, *chunks]
 
 
@@ -394,10 +453,12 @@ def load_manifest(root: Path, info: DatasetInfo, episode: int) -> dict:
     """Read an episode's manifest and check it agrees with dataset.json and its index entry."""
     path = episode_dir(root, episode) / MANIFEST_FILE
     m = read_json(path, episode, MANIFEST_FILE)
-    if set(m) != MANIFEST_KEYS:
+    keys = MANIFEST_KEYS_V1 if m.get("format_version") == 1 else MANIFEST_KEYS
+    if set(m) != keys:
         raise DatasetError(
-            episode, MANIFEST_FILE, f"keys differ from the schema: missing {sorted(MANIFEST_KEYS - set(m))}, unknown {sorted(set(m) - MANIFEST_KEYS)}"
+            episode, MANIFEST_FILE, f"keys differ from the schema: missing {sorted(keys - set(m))}, unknown {sorted(set(m) - keys)}"
         )
+    m.setdefault("has_masks", False)
     record = info.episode(episode)
     checks = {
         "episode": (m["episode"], episode),
@@ -408,12 +469,13 @@ def load_manifest(root: Path, info: DatasetInfo, episode: int) -> dict:
         "image_size": (list(m["image_size"]), list(info.image_size)),
         "chunk_size": (m["chunk_size"], info.chunk_size),
         "has_proprio": (m["has_proprio"], info.proprio_names is not None),
+        "has_masks": (m["has_masks"], info.has_masks),
     }
     for key, (found, expected) in checks.items():
         if found != expected:
             raise DatasetError(episode, MANIFEST_FILE, f"'{key}' is {found!r}, dataset.json says {expected!r}")
     files = m["files"]
-    want = expected_files(record.num_steps, info.cameras, info.chunk_size)
+    want = expected_files(record.num_steps, info.cameras, info.chunk_size, info.has_masks)
     if not isinstance(files, dict) or sorted(files) != sorted(want):
         have = set(files) if isinstance(files, dict) else set()
         raise DatasetError(
@@ -463,8 +525,9 @@ def load_steps(root: Path, info: DatasetInfo, episode: int, manifest: dict) -> E
     return parse_steps(data, info, episode, manifest["num_steps"])
 
 
-def load_chunk(root: Path, episode: int, manifest: dict, camera: str, chunk_index: int) -> ImageChunk:
-    key = chunk_relpath(camera, chunk_index)
+def load_chunk(root: Path, episode: int, manifest: dict, camera: str, chunk_index: int,
+               kind: str = IMAGES_DIR) -> ImageChunk:
+    key = chunk_relpath(camera, chunk_index, kind)
     data = read_verified(episode_dir(root, episode), episode, key, manifest["files"].get(key))
     chunk = ImageChunk.from_bytes(data, episode, key)
     expected = min(manifest["chunk_size"], manifest["num_steps"] - chunk_index * manifest["chunk_size"])

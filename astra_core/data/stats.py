@@ -27,6 +27,7 @@ from astra_core.action_space import ActionStats
 from astra_core.data.errors import DatasetError
 from astra_core.data.format import (
     FORMAT_VERSION,
+    READABLE_VERSIONS,
     STATS_FILE,
     DatasetInfo,
     load_dataset_info,
@@ -60,8 +61,8 @@ class DatasetStats:
         valid = {"format_version", "action", "proprio", "episodes", "num_steps"}
         if set(d) != valid:
             raise ValueError(f"unknown keys {sorted(set(d) - valid)}, missing keys {sorted(valid - set(d))}; valid keys: {sorted(valid)}")
-        if d["format_version"] != FORMAT_VERSION:
-            raise ValueError(f"format_version={d['format_version']}: this code reads version {FORMAT_VERSION}")
+        if d["format_version"] not in READABLE_VERSIONS:
+            raise ValueError(f"format_version={d['format_version']}: this code reads versions {list(READABLE_VERSIONS)}")
         proprio = None if d["proprio"] is None else ActionStats.from_dict(d["proprio"])
         return cls(ActionStats.from_dict(d["action"]), proprio, [int(e) for e in d["episodes"]], int(d["num_steps"]))
 

@@ -46,15 +46,18 @@ def validate_episode(root: Path, info: DatasetInfo, episode: int, decode_images:
         actions, proprio = steps.actions, steps.proprio
     except DatasetError as exc:
         problems.append(exc)
-    for camera in info.cameras:
-        for c in range(fmt.num_chunks(manifest["num_steps"], info.chunk_size)):
-            try:
-                chunk = fmt.load_chunk(root, episode, manifest, camera, c)
-                if decode_images:
-                    for i in range(chunk.num_frames):
-                        chunk.decode(i, info.image_size)
-            except DatasetError as exc:
-                problems.append(exc)
+    kinds = (fmt.IMAGES_DIR, fmt.MASKS_DIR) if info.has_masks else (fmt.IMAGES_DIR,)
+    for kind in kinds:
+        for camera in info.cameras:
+            for c in range(fmt.num_chunks(manifest["num_steps"], info.chunk_size)):
+                try:
+                    chunk = fmt.load_chunk(root, episode, manifest, camera, c, kind)
+                    if decode_images:
+                        decode = chunk.decode if kind == fmt.IMAGES_DIR else chunk.decode_mask
+                        for i in range(chunk.num_frames):
+                            decode(i, info.image_size)
+                except DatasetError as exc:
+                    problems.append(exc)
     on_disk = {p.relative_to(ep_path).as_posix() for p in ep_path.rglob("*") if p.is_file()}
     extra = sorted(on_disk - set(manifest["files"]) - {fmt.MANIFEST_FILE})
     if extra:

@@ -57,9 +57,13 @@ class EpisodeWriter:
         self.instruction = instruction
         self.metadata = metadata
         self._staging = writer.root / fmt.STAGING_DIR / f"{fmt.episode_dirname(episode_id)}-{uuid.uuid4().hex[:8]}"
-        for camera in self._info.cameras:
-            (self._staging / fmt.IMAGES_DIR / camera).mkdir(parents=True)
-        self._frames: dict[str, list[np.ndarray]] = {camera: [] for camera in self._info.cameras}
+        self._kinds = (fmt.IMAGES_DIR, fmt.MASKS_DIR) if self._info.has_masks else (fmt.IMAGES_DIR,)
+        for kind in self._kinds:
+            for camera in self._info.cameras:
+                (self._staging / kind / camera).mkdir(parents=True)
+        # (kind, camera) -> frames of the chunk being filled
+        self._frames: dict[tuple[str, str], list[np.ndarray]] = {
+            (kind, camera): [] for kind in self._kinds for camera in self._info.cameras}
         self._chunks_written = 0
         self._files: dict[str, dict] = {}
         self._actions: list[np.ndarray] = []
@@ -84,10 +88,13 @@ class EpisodeWriter:
         action: np.ndarray | Sequence[float],
         proprio: np.ndarray | Sequence[float] | None = None,
         timestamp: float | None = None,
+        masks: Mapping[str, np.ndarray] | None = None,
     ) -> None:
         """Record one step: the observation (one RGB frame per camera) and the action taken.
 
         ``timestamp`` is in seconds; give it at every step or at none (then step / control_rate).
+        ``masks`` (datasets with ``has_masks``): one (H, W) integer instance-label mask per camera,
+        0 = background, labels < 65536.
         """
         self._check_open()
         step = self.num_steps
@@ -102,6 +109,21 @@ class EpisodeWriter:
                 raise ValueError(
                     f"episode {self.episode_id} step {step}: image '{camera}' is {got}, needs uint8{(*info.image_size, 3)} RGB"
                 )
+
+        if info.has_masks != (masks is not None):
+            need = "needs" if info.has_masks else "was created without"
+            raise ValueError(f"episode {self.episode_id} step {step}: masks {'missing' if masks is None else 'given'}; "
+                             f"the dataset {need} instance masks")
+        if masks is not None:
+            if set(masks) != set(info.cameras):
+                raise ValueError(f"episode {self.episode_id} step {step}: masks for cameras {sorted(masks)}, dataset has {info.cameras}")
+            for camera in info.cameras:
+                m = masks[camera]
+                if (not isinstance(m, np.ndarray) or not np.issubdtype(m.dtype, np.integer) or m.shape != tuple(info.image_size)
+                        or (m.size and (m.min() < 0 or m.max() > 65535))):
+                    got = f"{m.dtype}{m.shape}" if isinstance(m, np.ndarray) else type(m).__name__
+                    raise ValueError(f"episode {self.episode_id} step {step}: mask '{camera}' is {got}, needs integer labels "
+                                     f"in [0, 65535] of shape {tuple(info.image_size)}")
 
         action = self._vector(action, info.action_dim, "action", step)
         if proprio is not None and info.proprio_dim is None:
@@ -122,12 +144,14 @@ class EpisodeWriter:
 
         # Copy: callers often reuse their frame buffers (renderers, ROS message views).
         for camera in info.cameras:
-            self._frames[camera].append(np.array(images[camera], copy=True))
+            self._frames[(fmt.IMAGES_DIR, camera)].append(np.array(images[camera], copy=True))
+            if masks is not None:
+                self._frames[(fmt.MASKS_DIR, camera)].append(masks[camera].astype(np.uint16))
         self._actions.append(action)
         if proprio_vec is not None:
             self._proprio.append(proprio_vec)
         self._timestamps.append(t)
-        if len(self._frames[info.cameras[0]]) == info.chunk_size:
+        if len(self._frames[(fmt.IMAGES_DIR, info.cameras[0])]) == info.chunk_size:
             self._flush_chunk()
 
     def end(self, success: bool) -> EpisodeRecord:
@@ -146,7 +170,7 @@ class EpisodeWriter:
             raise
 
     def _finish(self, success: bool) -> EpisodeRecord:
-        if self._frames[self._info.cameras[0]]:
+        if self._frames[(fmt.IMAGES_DIR, self._info.cameras[0])]:
             self._flush_chunk()
         arrays = {fmt.ACTIONS_KEY: np.stack(self._actions), fmt.TIMESTAMPS_KEY: np.asarray(self._timestamps, np.float64)}
         if self._proprio:
@@ -162,13 +186,17 @@ class EpisodeWriter:
             "image_size": list(self._info.image_size),
             "chunk_size": self._info.chunk_size,
             "has_proprio": self._info.proprio_names is not None,
+            "has_masks": self._info.has_masks,
             # Re-checked here: producers may add to ep.metadata while recording (e.g. outcomes).
             "metadata": _json_dict(self.metadata, f"episode {self.episode_id} metadata"),
-            "files": {k: self._files[k] for k in fmt.expected_files(self.num_steps, self._info.cameras, self._info.chunk_size)},
+            "files": {k: self._files[k] for k in fmt.expected_files(self.num_steps, self._info.cameras, self._info.chunk_size,
+                                                                    self._info.has_masks)},
         }
         fmt.write_bytes_durable(self._staging / fmt.MANIFEST_FILE, (json.dumps(manifest, indent=1, allow_nan=False) + "\n").encode())
-        for d in [*(self._staging / fmt.IMAGES_DIR).iterdir(), self._staging / fmt.IMAGES_DIR, self._staging]:
-            fmt.fsync_dir(d)
+        for kind in self._kinds:
+            for d in [*(self._staging / kind).iterdir(), self._staging / kind]:
+                fmt.fsync_dir(d)
+        fmt.fsync_dir(self._staging)
         record = EpisodeRecord(self.episode_id, self.num_steps, success, self.instruction)
         self._writer._commit(self._staging, record)
         self._open = False
@@ -214,9 +242,9 @@ class EpisodeWriter:
         return vec.copy()
 
     def _flush_chunk(self) -> None:
-        for camera in self._info.cameras:
-            self._write_file(fmt.chunk_relpath(camera, self._chunks_written), fmt.encode_chunk(self._frames[camera]))
-            self._frames[camera] = []
+        for (kind, camera), frames in self._frames.items():
+            self._write_file(fmt.chunk_relpath(camera, self._chunks_written, kind), fmt.encode_chunk(frames))
+            self._frames[(kind, camera)] = []
         self._chunks_written += 1
 
     def _write_file(self, relpath: str, data: bytes) -> None:
@@ -238,6 +266,9 @@ class DatasetWriter:
         chunk_size: int = fmt.DEFAULT_CHUNK_SIZE,
         metadata: Mapping[str, Any] | None = None,
         append: bool = False,
+        has_masks: bool = False,
+        calibration: Mapping[str, Any] | None = None,
+        tolerances: Mapping[str, float] | None = None,
     ) -> None:
         self.root = Path(root)
         metadata = _json_dict(metadata, "dataset metadata")
@@ -249,6 +280,9 @@ class DatasetWriter:
             proprio_names=None if proprio_names is None else list(proprio_names),
             chunk_size=int(chunk_size),
             metadata=metadata,
+            has_masks=bool(has_masks),
+            calibration=_json_dict(calibration, "calibration"),
+            tolerances=_json_dict(tolerances, "tolerances"),
         )
         self.root.mkdir(parents=True, exist_ok=True)
         self._lock_fd = _acquire_lock(self.root)
@@ -271,6 +305,7 @@ class DatasetWriter:
         return cls(
             root, info.cameras, info.action_space, info.control_rate_hz, info.image_size,
             proprio_names=info.proprio_names, chunk_size=info.chunk_size, metadata=info.metadata, append=True,
+            has_masks=info.has_masks, calibration=info.calibration, tolerances=info.tolerances,
         )  # fmt: skip
 
     @property

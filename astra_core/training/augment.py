@@ -26,8 +26,13 @@ def _uniform(shape: tuple[int, ...], low: float, high: float, generator: torch.G
     return low + (high - low) * torch.rand(shape, generator=generator)
 
 
-def augment_images(images: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None = None) -> torch.Tensor:
-    """images (B, T, M, H, W, 3) uint8 RGB -> augmented copy, same shape and dtype."""
+def augment_images(images: torch.Tensor, cfg: AugmentConfig,
+                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """images (B, T, M, H, W, 3) uint8 RGB -> (augmented copy, same shape and dtype; shift (B, M, 2)).
+
+    ``shift`` is how far the content moved, as (du, dv) in normalised image units: object boxes of
+    the augmented images are the original boxes plus it (:func:`shift_boxes`).
+    """
     if images.dtype != torch.uint8 or images.ndim != 6 or images.shape[-1] != 3:
         raise ValueError(f"augment_images expects (B, T, M, H, W, 3) uint8, got {tuple(images.shape)} {images.dtype}")
     B, T, M, H, W, C = images.shape
@@ -37,6 +42,7 @@ def augment_images(images: torch.Tensor, cfg: AugmentConfig, generator: torch.Ge
     x = images.permute(0, 2, 3, 4, 1, 5).reshape(n, H, W, T * C).float()
 
     pad_h, pad_w = int(round(cfg.shift * H)), int(round(cfg.shift * W))
+    shift = torch.zeros(n, 2)
     if pad_h or pad_w:
         padded = torch.nn.functional.pad(x.permute(0, 3, 1, 2), (pad_w, pad_w, pad_h, pad_h), mode="replicate")
         padded = padded.permute(0, 2, 3, 1)  # (n, H + 2ph, W + 2pw, T*C)
@@ -45,6 +51,8 @@ def augment_images(images: torch.Tensor, cfg: AugmentConfig, generator: torch.Ge
         rows = oy[:, None] + torch.arange(H, device=device)  # (n, H)
         cols = ox[:, None] + torch.arange(W, device=device)  # (n, W)
         x = padded[torch.arange(n, device=device)[:, None, None], rows[:, :, None], cols[:, None, :]]
+        # Output pixel c shows input pixel c + offset - pad: the content moves by pad - offset.
+        shift = torch.stack([(pad_w - ox.cpu()) / W, (pad_h - oy.cpu()) / H], dim=-1).float()
 
     x = x.view(n, H, W, T, C)
     gray_w = torch.tensor(_GRAY, device=device)
@@ -59,7 +67,16 @@ def augment_images(images: torch.Tensor, cfg: AugmentConfig, generator: torch.Ge
     gray = (x * gray_w).sum(-1, keepdim=True)
     x = (x - gray) * saturation.view(view) + gray
     x = x.clamp(0, 255).round().to(torch.uint8)
-    return x.view(B, M, H, W, T, C).permute(0, 4, 1, 2, 3, 5).contiguous()
+    return x.view(B, M, H, W, T, C).permute(0, 4, 1, 2, 3, 5).contiguous(), shift.view(B, M, 2).to(device)
+
+
+def shift_boxes(boxes: torch.Tensor, valid: torch.Tensor, shift: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Objects (B, T, M, K, 6) of the original images (box, centroid) -> those of the shifted images
+    (clipped to the image); an object shifted entirely out of the image becomes invalid."""
+    moved = boxes + shift[:, None, :, None].repeat(1, 1, 1, 1, boxes.shape[-1] // 2).to(boxes)
+    clipped = moved.clamp(0.0, 1.0)
+    inside = (clipped[..., 2] > clipped[..., 0]) & (clipped[..., 3] > clipped[..., 1])
+    return clipped, valid & inside
 
 
 def perturb_actions(

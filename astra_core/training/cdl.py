@@ -24,6 +24,7 @@ dynamics, and bf16 logits overflow. ``normalize=False, temperature=1`` gives the
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -104,27 +105,30 @@ def _random_true_index(mask: torch.Tensor, generator: torch.Generator | None) ->
 
 def assemble_negatives(
     plan: NegativePlan,
-    image_tokens: torch.Tensor,
+    state_parts: Sequence[torch.Tensor],
     actions: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Build the negatives from both versions of the batch.
 
-    image_tokens: (2, B, T, M, E) -- [original, augmented] state tokens.
-    actions:      (2, B, T, N)    -- [original, perturbed] actions in model form.
-    Returns image tokens (B, K, T, M, E) and actions (B, K, T, N).
+    state_parts: tensors (2, B, T, M, ...) -- [original, augmented] per-token state tensors
+                 (features, validity, ...), all taken from the same segments.
+    actions:     (2, B, T, N)    -- [original, perturbed] actions in model form.
+    Returns the state tensors (B, K, T, M, ...) and actions (B, K, T, N).
     """
-    _, B, T = image_tokens.shape[:3]
+    _, B, T = actions.shape[:3]
     K = plan.source.shape[1]
-    device = image_tokens.device
+    device = actions.device
     anchor = torch.arange(B, device=device)[:, None].expand(B, K)
     source = plan.source.to(device)
     a_ver, s_ver = plan.anchor_version.to(device), plan.source_version.to(device)
-
-    own_states, foreign_states = image_tokens[a_ver, anchor], image_tokens[s_ver, source]  # (B, K, T, M, E)
+    take_state = plan.state_from_source.to(device)  # (B, K, T)
+    states = []
+    for part in state_parts:
+        own, foreign = part[a_ver, anchor], part[s_ver, source]  # (B, K, T, M, ...)
+        states.append(torch.where(take_state.view(*take_state.shape, *[1] * (own.ndim - 3)), foreign, own))
     own_actions, foreign_actions = actions[a_ver, anchor], actions[s_ver, source]  # (B, K, T, N)
-    take_state = plan.state_from_source.to(device)[..., None, None]
     take_action = plan.action_from_source.to(device)[..., None]
-    return torch.where(take_state, foreign_states, own_states), torch.where(take_action, foreign_actions, own_actions)
+    return states, torch.where(take_action, foreign_actions, own_actions)
 
 
 def info_nce(

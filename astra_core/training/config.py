@@ -24,6 +24,7 @@ from astra_core.configuration import apply_overrides, from_dict, load_yaml
 class DataConfig:
     root: str = ""  # dataset directory written by astra_core.data.DatasetWriter
     window: int = 8  # T: timesteps per training sample
+    cameras: list[str] = field(default_factory=list)  # train on these recorded cameras only ([] = all)
     val_fraction: float = 0.1  # fraction of episodes held out for validation (0 = none)
     num_workers: int = 0  # DataLoader worker processes per rank
 
@@ -41,6 +42,8 @@ class ModelSection:
     preset: str = "tiny"
     # AstraConfig keys overriding the preset, e.g. {"n_layer": 2, "attention": "causal"}.
     overrides: dict[str, Any] = field(default_factory=dict)
+    # Give the model the dataset's proprioception as one token per state (needs proprio_names).
+    proprio: bool = False
 
     def validate(self) -> None:
         if not self.preset:
@@ -124,15 +127,19 @@ class TrainConfig:
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto = bf16 autocast on CUDA, fp32 on CPU
     output_dir: str = "runs/astra"  # checkpoints/, tensorboard/, metrics.jsonl, config.yaml
     progress_bar: bool = True
+    threads: int = 0  # torch intra-op CPU threads per process; 0 = auto (cores - 1, see astra_core/threads.py)
 
     def validate(self) -> None:
         for section in (self.data, self.model, self.optim, self.cdl, self.augment):
             section.validate()
         _check(self.batch_size >= 1, "batch_size", self.batch_size, ">= 1")
+        _check(self.threads >= 0, "threads", self.threads, ">= 0 (0 = auto)")
         if self.cdl.alpha > 0:
             _check(self.batch_size >= 2, "batch_size", self.batch_size, ">= 2 when cdl.alpha > 0 (negatives come from other trajectories in the batch)")
         _check(self.total_steps >= 1, "total_steps", self.total_steps, ">= 1")
-        _check(self.optim.warmup_steps <= self.total_steps, "optim.warmup_steps", self.optim.warmup_steps, f"<= total_steps ({self.total_steps})")
+        if self.optim.warmup_steps > self.total_steps:
+            # a short run (a smoke test, a demo with --steps 4) keeps a proportionate warmup
+            self.optim.warmup_steps = self.total_steps // 5
         for name in ("log_every", "checkpoint_every", "keep_last"):
             _check(getattr(self, name) >= 1, name, getattr(self, name), ">= 1")
         for name in ("val_every", "val_batches"):

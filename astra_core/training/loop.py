@@ -39,15 +39,16 @@ from astra_core.checkpoint import WEIGHTS_FILE, CheckpointError, atomic_write_di
 from astra_core.configuration import merge_dotted
 from astra_core.data.dataset import TrajectoryWindowDataset, collate_windows, split_episodes
 from astra_core.data.format import load_dataset_info
-from astra_core.data.stats import load_action_stats
-from astra_core.model import Astra, AstraConfig
-from astra_core.presets import load_preset
-from astra_core.training.augment import augment_images, perturb_actions
+from astra_core.data.stats import load_stats
+from astra_core.model import Astra, AstraConfig, States
+from astra_core.presets import load_preset_dict
+from astra_core.training.augment import augment_images, perturb_actions, shift_boxes
 from astra_core.training.cdl import assemble_negatives, info_nce, plan_negatives
 from astra_core.training.config import TrainConfig
-from astra_core.training.criterion import BCCriterion, summarize_metrics
+from astra_core.training.criterion import METRIC_PREFIXES, BCCriterion, summarize_metrics
 from astra_core.training.state import capture_rng, load_state, restore_rng, save_state
 
+METRIC_KEYS = tuple(f"{prefix}/" for prefix in METRIC_PREFIXES)
 CHECKPOINTS_DIR = "checkpoints"
 TRAINING_STATE_DIR = "training_state"
 BEST_LINK = "best"
@@ -56,15 +57,26 @@ METRICS_FILE = "metrics.jsonl"
 
 # ------------------------------------------------------------------------------ model and optim
 def build_model_config(cfg: TrainConfig, dataset_root: str | Path) -> AstraConfig:
-    """Preset (or model YAML) + overrides, with cameras and action space taken from the dataset."""
+    """Preset (or model YAML) + overrides, with cameras, action space, calibration and the size of
+    proprioception (``model.proprio``) taken from the dataset."""
     info = load_dataset_info(dataset_root)
-    base = load_preset(cfg.model.preset).to_dict()
-    for key in ("cameras", "action_space"):
+    base = load_preset_dict(cfg.model.preset)
+    for key in ("cameras", "action_space", "calibration", "proprio_dim"):
         if key in cfg.model.overrides:
             raise ValueError(f"model.overrides.{key}: taken from the dataset ({dataset_root}), cannot be overridden")
     merged = merge_dotted(base, cfg.model.overrides)
-    merged["cameras"] = list(info.cameras)
+    unknown = sorted(set(cfg.data.cameras) - set(info.cameras))
+    if unknown:
+        raise ValueError(f"data.cameras: {unknown} are not cameras of the dataset {dataset_root} ({info.cameras})")
+    merged["cameras"] = [c for c in info.cameras if not cfg.data.cameras or c in cfg.data.cameras]
     merged["action_space"] = info.action_space.to_dict()
+    merged["calibration"] = {camera: entry["table_homography"] for camera, entry in info.calibration.items()
+                             if camera in merged["cameras"]}
+    if cfg.model.proprio and info.proprio_names is None:
+        raise ValueError(f"model.proprio=true but the dataset {dataset_root} has no proprioception")
+    merged["proprio_dim"] = len(info.proprio_names) if cfg.model.proprio else 0
+    if merged.get("state_tokens") == "objects" and not info.has_masks:
+        raise ValueError(f"state_tokens=objects needs instance masks, and the dataset {dataset_root} has none")
     model_cfg = AstraConfig.from_dict(merged)
     if cfg.data.window > model_cfg.max_timesteps:
         raise ValueError(f"data.window={cfg.data.window} exceeds the model's max_timesteps={model_cfg.max_timesteps}")
@@ -106,49 +118,60 @@ def step_seed(seed: int, rank: int, step: int, stream: int) -> int:
 class AstraObjective(nn.Module):
     """The whole loss in one forward, so DDP sees a single forward/backward per step."""
 
-    def __init__(self, model: Astra, cfg: TrainConfig) -> None:
+    def __init__(self, model: Astra, cfg: TrainConfig, tolerances: dict[str, float] | None = None) -> None:
         super().__init__()
         self.model = model
         self.cfg = cfg
-        self.criterion = BCCriterion(model.action_space, cfg.bc_loss)
+        self.criterion = BCCriterion(model, cfg.bc_loss, tolerances)
 
     def forward(self, batch: dict[str, Any], generator: torch.Generator, with_cdl: bool = True) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         model, cfg = self.model, self.cfg
         device = model.head_bias.device
-        images = batch["images"].to(device, non_blocking=True)
-        step_mask = batch["step_mask"].to(device, non_blocking=True)
-        actions = model.action_space.to_model(batch["actions"].to(device, non_blocking=True))
+        inputs = {k: v.to(device, non_blocking=True) for k, v in batch.items() if isinstance(v, torch.Tensor)}
+        step_mask = inputs["step_mask"]
+        physical = inputs["actions"]
+        actions = model.action_space.to_model(physical)
 
         prompt, prompt_mask = model.encode_prompt(batch["instruction"])
-        image_tokens = model.encode_images(images)
-        head_out = model(prompt, prompt_mask, image_tokens, actions, step_mask)
-        bc = self.criterion(head_out, actions, step_mask)
+        states = model.encode_states(inputs["images"], inputs.get("object_boxes"), inputs.get("object_valid"),
+                                     inputs.get("proprio"), step_mask)
+        out = model(prompt, prompt_mask, states, actions, step_mask)
+        bc = self.criterion(out, states, actions, physical, step_mask)
         stats: dict[str, torch.Tensor] = {"bc_loss": bc.loss.detach(), "num_steps": bc.num_steps, **bc.metric_sums}
         loss = bc.loss
         if with_cdl and cfg.cdl.alpha > 0:
-            cdl_loss, cdl_acc = self.contrastive(batch, images, image_tokens, actions, step_mask, prompt, prompt_mask, generator)
+            cdl_loss, cdl_acc = self.contrastive(batch["episode"], inputs, states, actions, prompt, prompt_mask, generator)
             loss = loss + cfg.cdl.alpha * cdl_loss
             stats["cdl_loss"], stats["cdl_acc"] = cdl_loss.detach(), cdl_acc
         stats["loss"] = loss.detach()
         return loss, stats
 
-    def contrastive(self, batch, images, image_tokens, actions, step_mask, prompt, prompt_mask, generator):
+    def contrastive(self, episodes, inputs, states, actions, prompt, prompt_mask, generator):
         """L_CDL over [anchor, positive, K negatives] per anchor (see training/cdl.py)."""
         model, cfg = self.model, self.cfg
-        B, K = images.shape[0], cfg.cdl.num_negatives
-        aug_images = augment_images(images, cfg.augment, generator)
+        step_mask = inputs["step_mask"]
+        B, K = actions.shape[0], cfg.cdl.num_negatives
+        aug_images, shift = augment_images(inputs["images"], cfg.augment, generator)
+        boxes, valid = inputs.get("object_boxes"), inputs.get("object_valid")
+        if boxes is not None:  # object crops follow the shifted image
+            boxes, valid = shift_boxes(boxes, valid, shift)
         aug_actions = perturb_actions(actions, model.action_space, cfg.augment, step_mask, generator)
-        aug_tokens = model.encode_images(aug_images)
-        plan = plan_negatives(step_mask, K, cfg.cdl.replace_prob, batch["episode"], generator)
-        neg_tokens, neg_actions = assemble_negatives(
-            plan, torch.stack([image_tokens, aug_tokens]), torch.stack([actions, aug_actions])
+        aug_states = model.encode_states(aug_images, boxes, valid, inputs.get("proprio"), step_mask)
+        plan = plan_negatives(step_mask, K, cfg.cdl.replace_prob, episodes, generator)
+        (neg_features, neg_valid), neg_actions = assemble_negatives(
+            plan, [torch.stack([states.features, aug_states.features]), torch.stack([states.valid, aug_states.valid])],
+            torch.stack([actions, aug_actions]),
         )
+        features = torch.cat([states.features, aug_states.features, neg_features.flatten(0, 1)])
+        token_valid = torch.cat([states.valid, aug_states.valid, neg_valid.flatten(0, 1)])
+        # Trajectory encoding reads features and validity only (no readout, no coordinates).
+        all_states = States(features, token_valid, features.new_zeros(*token_valid.shape, 2), torch.zeros_like(token_valid))
         # One encoder pass over anchors, positives and negatives (all share the anchor's prompt).
         reps = K + 2
         embeddings = model.encode_trajectory(
             torch.cat([prompt, prompt, prompt.repeat_interleave(K, 0)]),
             torch.cat([prompt_mask, prompt_mask, prompt_mask.repeat_interleave(K, 0)]),
-            torch.cat([image_tokens, aug_tokens, neg_tokens.flatten(0, 1)]),
+            all_states,
             torch.cat([actions, aug_actions, neg_actions.flatten(0, 1)]),
             torch.cat([step_mask, step_mask, step_mask.repeat_interleave(K, 0)]),
         )
@@ -199,22 +222,28 @@ class Trainer:
         self.ckpt_dir = self.out / CHECKPOINTS_DIR
 
         root = cfg.data.root
+        model_cfg = build_model_config(cfg, root)
+        objects = model_cfg.max_objects if model_cfg.state_tokens == "objects" else None
         train_ids, val_ids = split_episodes(root, cfg.data.val_fraction, seed=cfg.seed)
-        self.train_set = TrajectoryWindowDataset(root, cfg.data.window, episodes=train_ids, seed=cfg.seed)
-        self.val_set = TrajectoryWindowDataset(root, cfg.data.window, episodes=val_ids, seed=cfg.seed) if val_ids else None
+        self.train_set = TrajectoryWindowDataset(root, cfg.data.window, episodes=train_ids, seed=cfg.seed,
+                                                 max_objects=objects, cameras=model_cfg.cameras)
+        self.val_set = TrajectoryWindowDataset(root, cfg.data.window, episodes=val_ids, seed=cfg.seed,
+                                               max_objects=objects, cameras=model_cfg.cameras) if val_ids else None
         self.batches = EpochBatches(len(self.train_set), cfg.batch_size, cfg.seed, self.rank, self.world_size)
 
         torch.manual_seed(cfg.seed)  # identical initialisation on every rank (DDP also broadcasts)
-        self.model = Astra(build_model_config(cfg, root), load_action_stats(root)).to(self.device)
-        self.objective = AstraObjective(self.model, cfg)
+        stats = load_stats(root)
+        self.model = Astra(model_cfg, stats.action, stats.proprio if model_cfg.proprio_dim else None).to(self.device)
+        self.objective = AstraObjective(self.model, cfg, self.train_set.info.tolerances)
         self.optimizer = build_optimizer(self.model, cfg)
         self.train_objective: nn.Module = self.objective
         if self.world_size > 1:
             self.train_objective = nn.parallel.DistributedDataParallel(
                 self.objective,
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                # Without CDL the CDL head gets no gradient; DDP must then look for unused parameters.
-                find_unused_parameters=cfg.cdl.alpha == 0,
+                # Without CDL the CDL head gets no gradient, with the pointer readout the heads of
+                # position dimensions get none: DDP must then look for unused parameters.
+                find_unused_parameters=cfg.cdl.alpha == 0 or self.model.cfg.readout == "pointer",
                 gradient_as_bucket_view=True,  # no gradient copy; also fixes 1x1-conv stride warnings
             )
 
@@ -311,19 +340,19 @@ class Trainer:
             parts = {"loss_sum": stats["bc_loss"] * n, "num_steps": n, "num_batches": torch.tensor(1.0)}
             if with_cdl:
                 parts |= {"cdl_loss_sum": stats["cdl_loss"], "cdl_acc_sum": stats["cdl_acc"], "cdl_batches": torch.tensor(1.0)}
-            parts |= {k: v for k, v in stats.items() if k.startswith(("acc/", "abs_err/"))}
+            parts |= {k: v for k, v in stats.items() if k.startswith(METRIC_KEYS)}
             for key, value in parts.items():
                 sums[key] = sums.get(key, torch.tensor(0.0, dtype=torch.float64)) + value.detach().double().cpu()
         keys = sorted(sums) if self.world_size == 1 else None
         if self.world_size > 1:  # ranks may hold different keys (e.g. no CDL batch); agree on a fixed set
             keys = ["num_steps", "num_batches", "loss_sum", "cdl_loss_sum", "cdl_acc_sum", "cdl_batches"]
-            keys += [f"{p}/{n}" for n in self.model.action_space.dim_names for p in (("acc",) if self.model.action_space.is_discrete else ("abs_err",))]
+            keys += sorted(self.objective.criterion.metric_names())
             vector = torch.stack([sums.get(k, torch.tensor(0.0, dtype=torch.float64)) for k in keys])
             dist.all_reduce(vector)
             sums = dict(zip(keys, vector))
         num_steps = float(sums.get("num_steps", 0.0))
         out = {f"{prefix}/loss": float(sums.get("loss_sum", 0.0)) / max(num_steps, 1.0)}
-        metric_sums = {k: v for k, v in sums.items() if k.startswith(("acc/", "abs_err/"))}
+        metric_sums = {k: v for k, v in sums.items() if k.startswith(METRIC_KEYS)}
         out |= {f"{prefix}/{k}": v for k, v in summarize_metrics(metric_sums, num_steps).items()}
         if float(sums.get("cdl_batches", 0.0)) > 0:
             out[f"{prefix}/cdl_loss"] = float(sums["cdl_loss_sum"] / sums["cdl_batches"])
@@ -364,7 +393,7 @@ class Trainer:
         reduced = dict(zip(keys, vector.tolist()))
         out = {k: v for k, v in record.items() if not isinstance(v, torch.Tensor)}
         num_steps = reduced.pop("num_steps")
-        metric_sums = {k: reduced.pop(k) for k in list(reduced) if k.startswith(("acc/", "abs_err/"))}
+        metric_sums = {k: reduced.pop(k) for k in list(reduced) if k.startswith(METRIC_KEYS)}
         out |= {k: v / self.world_size for k, v in reduced.items()}  # per-rank means -> global mean
         out |= {f"train/{k}": v for k, v in summarize_metrics(metric_sums, num_steps).items()}
         return out

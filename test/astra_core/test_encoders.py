@@ -66,8 +66,9 @@ def test_missing_local_directory_is_a_clear_error(tmp_path):
 
 @pytest.mark.parametrize("kind", ["resnet", "vit"])
 def test_vision_encoder_loads_pretrained_weights_from_a_local_directory(tmp_path, kind):
+    # a pretrained ResNet has BatchNorm statistics: built (and loaded) with frozen_batch
     cfg = VisionConfig(kind=kind, image_size=32, hidden_sizes=[8, 16], depths=[1, 1], embedding_size=8,
-                       patch_size=8, vit_width=32, vit_layers=1, vit_heads=2)
+                       patch_size=8, vit_width=32, vit_layers=1, vit_heads=2, norm="frozen_batch")
     source = VisionEncoder(cfg)
     source.backbone.save_pretrained(tmp_path)
     cfg.pretrained_path = str(tmp_path)
@@ -105,3 +106,35 @@ def test_spatial_softmax_token_moves_with_the_object():
     assert not torch.allclose(enc(left), enc(right))
     with pytest.raises(ValueError, match="pooling"):
         VisionConfig(kind="vit", pooling="spatial_softmax")
+
+
+def test_resnet_from_scratch_uses_group_norm_and_pretrained_keeps_frozen_batch_norm(tmp_path):
+    scratch = VisionEncoder(VisionConfig(image_size=32, hidden_sizes=[8, 16], depths=[1, 1], embedding_size=8))
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in scratch.modules())
+    assert any(isinstance(m, torch.nn.GroupNorm) for m in scratch.modules())
+    with pytest.raises(ValueError, match="discard the pretrained"):
+        VisionConfig(pretrained_path=str(tmp_path), norm="group")
+    bn = VisionEncoder(VisionConfig(image_size=32, hidden_sizes=[8, 16], depths=[1, 1], embedding_size=8,
+                                    norm="frozen_batch"))
+    before = {k: v.clone() for k, v in bn.state_dict().items()}
+    bn.train()
+    bn(torch.randint(0, 256, (4, 32, 32, 3), dtype=torch.uint8))  # a train-mode pass
+    assert all(not m.training for m in bn.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    for key, value in bn.state_dict().items():
+        assert torch.equal(value, before[key]), f"{key} changed in train mode"
+
+
+def test_object_crops_show_the_object_at_its_box():
+    from astra_core.encoders import crop_boxes
+
+    enc = VisionEncoder(VisionConfig(kind="convnet", image_size=64, hidden_sizes=[8, 16], crop_size=16, crop_margin=0.0))
+    image = torch.zeros(1, 64, 64, 3, dtype=torch.uint8)
+    image[0, 8:24, 40:56] = 255  # a white square: rows 8..23, columns 40..55
+    x = enc.preprocess(image)
+    box = torch.tensor([[[40 / 64, 8 / 64, 56 / 64, 24 / 64], [0.0, 0.6, 0.2, 0.8]]])
+    crops = crop_boxes(x, box, 16, 0.0)  # (1, 2, 3, 16, 16)
+    white = (torch.tensor(1.0) - enc.mean.view(3)) / enc.std.view(3)
+    torch.testing.assert_close(crops[0, 0].mean((1, 2)), white, atol=1e-4, rtol=0)  # all object
+    assert (crops[0, 1] < 0).all()  # the other box is on black background
+    feats = enc.crop_features(x, box, torch.tensor([[True, False]]))
+    assert feats.shape == (1, 2, enc.out_dim) and (feats[0, 1] == 0).all() and feats[0, 0].abs().sum() > 0

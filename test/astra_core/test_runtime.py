@@ -8,13 +8,25 @@ from astra_core.runtime import AstraPolicy, FullRecomputePolicy
 KINDS = ["discrete_se2", "discrete_pose6d", "continuous_pose6d"]
 
 
+def random_mask(rng, size, instances=4):
+    """An instance mask with a few rectangles (labels 1..instances; some may be hidden by others)."""
+    mask = np.zeros(size, np.uint16)
+    for label in range(1, instances + 1):
+        r, c = rng.integers(0, size[0] - 6), rng.integers(0, size[1] - 6)
+        mask[r : r + rng.integers(3, 12), c : c + rng.integers(3, 12)] = label
+    return mask
+
+
 def drive(policies, cameras, steps, seed=0, size=(40, 48)):
-    """Feed identical frames and executed actions to every policy; return head outputs per step."""
+    """Feed identical observations and executed actions to every policy; return outputs per step."""
     rng = np.random.default_rng(seed)
     outs = [[] for _ in policies]
+    first = policies[0]
     for _ in range(steps):
         frames = {c: rng.integers(0, 256, (*size, 3), dtype=np.uint8) for c in cameras}
-        results = [p.step(frames) for p in policies]
+        masks = {c: random_mask(rng, size) for c in cameras} if first.needs_masks else None
+        proprio = rng.normal(size=first.proprio_dim) if first.proprio_dim else None
+        results = [p.step(frames, masks, proprio) for p in policies]
         for o, r in zip(outs, results):
             o.append(r)
         # executed != proposed, as after safety clipping
@@ -41,6 +53,35 @@ def test_streaming_equals_full_recompute(tiny_model_factory, kind, attention):
         assert stream.history_length <= model.cfg.max_timesteps
 
 
+STATE_KINDS = {
+    "patches": {"state_tokens": "patches"},
+    "objects": {"state_tokens": "objects", "max_objects": 3},
+    "objects-pointer": {"state_tokens": "objects", "readout": "pointer"},
+    "patches-pointer-proprio": {"state_tokens": "patches", "readout": "pointer", "proprio_dim": 2},
+}
+
+
+@pytest.mark.parametrize("decoding", ["queries", "autoregressive"])
+@pytest.mark.parametrize("name", sorted(STATE_KINDS))
+def test_streaming_equals_full_recompute_for_every_state_token_kind(tiny_model_factory, name, decoding):
+    model = tiny_model_factory(action_space="discrete_se2", max_timesteps=4, action_decoding=decoding,
+                               **STATE_KINDS[name])
+    stream, full = AstraPolicy(model, "cpu", keep_steps=2), FullRecomputePolicy(model, "cpu", keep_steps=2)
+    cached = FullRecomputePolicy(model, "cpu", keep_steps=2, reencode_images=False)
+    for p in (stream, full, cached):
+        p.reset("put the red block in the bowl")
+    a, b, c = drive([stream, full, cached], model.camera_names, steps=7)
+    for s, f, k in zip(a, b, c):
+        assert np.abs(s.head_output - f.head_output).max() <= 1e-4
+        assert np.abs(k.head_output - f.head_output).max() <= 1e-4
+        np.testing.assert_allclose(s.values, f.values, atol=1e-4)
+        np.testing.assert_array_equal(s.model_values, f.model_values)
+        if s.pointer_choice is not None:
+            np.testing.assert_array_equal(s.pointer_choice, f.pointer_choice)
+    if name == "objects":  # 4 instances per mask, 3 slots: the smallest is dropped and counted
+        assert all(s.dropped_objects >= 0 for s in a) and max(s.dropped_objects for s in a) >= 1
+
+
 def test_streaming_equals_full_recompute_for_autoregressive_decoding(tiny_model_factory):
     model = tiny_model_factory(action_decoding="autoregressive", max_timesteps=4)
     stream, full = AstraPolicy(model, "cpu", keep_steps=1), FullRecomputePolicy(model, "cpu", keep_steps=1)
@@ -49,6 +90,31 @@ def test_streaming_equals_full_recompute_for_autoregressive_decoding(tiny_model_
     a, b = drive([stream, full], model.camera_names, steps=7)
     for s, f in zip(a, b):
         assert np.abs(s.head_output - f.head_output).max() <= 1e-4
+
+
+def test_object_tokens_need_masks_and_proprio_needs_values(tiny_model_factory):
+    model = tiny_model_factory(state_tokens="objects", readout="pointer", proprio_dim=2)
+    policy = AstraPolicy(model, "cpu")
+    policy.reset("pick")
+    frames = {c: np.zeros((32, 32, 3), np.uint8) for c in model.camera_names}
+    masks = {c: np.zeros((32, 32), np.uint16) for c in model.camera_names}
+    with pytest.raises(ValueError, match="needs an instance mask per camera"):
+        policy.step(frames, None, np.zeros(2))
+    with pytest.raises(ValueError, match="proprio: expected 2 finite values"):
+        policy.step(frames, masks, np.array([0.0, np.nan]))
+    with pytest.raises(ValueError, match="differ in size"):
+        policy.step(frames, {c: np.zeros((16, 16), np.uint16) for c in model.camera_names}, np.zeros(2))
+    with pytest.raises(ValueError, match="no state token with table coordinates"):
+        policy.step(frames, masks, np.zeros(2))  # empty masks: nothing to point at
+    masks[model.camera_names[0]][4:9, 4:9] = 7
+    out = policy.step(frames, masks, np.zeros(2))
+    assert np.isfinite(out.values).all() and out.pointer_choice is not None
+    plain = AstraPolicy(tiny_model_factory(), "cpu")
+    plain.reset("pick")
+    with pytest.raises(ValueError, match="not object tokens"):
+        plain.step(frames, masks)
+    with pytest.raises(ValueError, match="without proprioception"):
+        plain.step(frames, None, np.zeros(2))
 
 
 def test_the_history_holds_the_executed_action_not_the_proposal(tiny_model_factory):

@@ -50,7 +50,7 @@ def test_recorded_actions_replay_to_success(tmp_path):
         first_obs, instruction = env.reset(manifest["metadata"]["seed"])
         assert instruction == record.instruction
         chunk = fmt.load_chunk(tmp_path / "d", record.id, manifest, "top", 0)
-        np.testing.assert_array_equal(chunk.decode(0, info.image_size), first_obs["top"])
+        np.testing.assert_array_equal(chunk.decode(0, info.image_size), first_obs.images["top"])
         results = [env.step(a) for a in steps.actions]
         assert results[-1].success and all(not r.success for r in results[:-1])
 

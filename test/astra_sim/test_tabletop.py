@@ -1,7 +1,6 @@
 """The built-in tabletop simulator: determinism, expert, dynamics, rendering, config validation."""
 
 import math
-import time
 
 import numpy as np
 import pytest
@@ -48,13 +47,14 @@ def test_reset_is_deterministic_per_seed():
     obs_b, instr_b = b.reset(123)
     assert instr_a == instr_b
     for cam in a.camera_names:
-        np.testing.assert_array_equal(obs_a[cam], obs_b[cam])
+        np.testing.assert_array_equal(obs_a.images[cam], obs_b.images[cam])
+        np.testing.assert_array_equal(obs_a.masks[cam], obs_b.masks[cam])
     _, _, actions_a = rollout_expert(a, 123)
     _, _, actions_b = rollout_expert(b, 123)
     np.testing.assert_array_equal(np.stack(actions_a), np.stack(actions_b))
     # Different seeds give different scenes.
     obs_c, _ = a.reset(124)
-    assert not np.array_equal(obs_a["top"], obs_c["top"])
+    assert not np.array_equal(obs_a.images["top"], obs_c.images["top"])
 
 
 def test_expert_solves_every_task():
@@ -98,8 +98,8 @@ def test_a_missed_pick_changes_nothing():
     assert isinstance(result, StepResult)
     assert result.info["picked"] is None and not result.success
     assert [(o.x, o.y, o.theta) for o in env.objects] == before
-    np.testing.assert_array_equal(result.observation["top"], obs["top"])
-    np.testing.assert_array_equal(result.observation["front"], obs["front"])
+    np.testing.assert_array_equal(result.observation.images["top"], obs.images["top"])
+    np.testing.assert_array_equal(result.observation.images["front"], obs.images["front"])
 
 
 def test_a_wrongly_oriented_pick_changes_nothing():
@@ -150,23 +150,47 @@ def test_rendering_shapes_dtypes_and_cameras_differ():
     for size in (64, 96, 224):
         env = TabletopEnv(TabletopConfig(image_size=size))
         obs, _ = env.reset(11)
-        assert set(obs) == {"top", "front"}
-        for image in obs.values():
+        assert set(obs.images) == set(obs.masks) == {"top", "front"} and obs.proprio is None
+        for image in obs.images.values():
             assert image.shape == (size, size, 3) and image.dtype == np.uint8
             assert image.std() > 10  # not blank
-        assert np.abs(obs["top"].astype(int) - obs["front"].astype(int)).mean() > 20
+        for mask in obs.masks.values():
+            assert mask.shape == (size, size) and mask.dtype == np.uint16
+        assert np.abs(obs.images["top"].astype(int) - obs.images["front"].astype(int)).mean() > 20
 
 
-def test_render_is_fast():
-    env = TabletopEnv()
-    env.reset(0)
-    env.render()
-    n = 100
-    t0 = time.perf_counter()
-    for _ in range(n):
-        env.render()
-    ms = 1000 * (time.perf_counter() - t0) / n
-    assert ms < 20, f"rendering two 96x96 cameras took {ms:.1f} ms"  # measured ~2 ms
+@pytest.mark.parametrize("camera, tolerance_m", [("top", 0.006), ("front", 0.012)])
+def test_masks_and_calibration_locate_every_object(camera, tolerance_m):
+    """Each instance label covers its object; the camera's table homography maps the label's box
+    centre back to the object's position on the table (what object tokens and the pointer use)."""
+    import torch
+
+    from astra_core.objects import apply_homography, box_centres, boxes_from_mask
+
+    env = TabletopEnv(TabletopConfig(image_size=96))
+    homography = torch.tensor(env.sensor_info()["calibration"][camera]["table_homography"])
+    for seed in range(5):
+        obs, _ = env.reset(seed)
+        mask = obs.masks[camera]
+        things = [*env.containers, *env.objects]
+        assert set(np.unique(mask)) - {0} == set(range(1, len(things) + 1)), "every object and container visible"
+        boxes, valid = boxes_from_mask(mask, 8)
+        xy = apply_homography(homography[None], box_centres(torch.from_numpy(boxes))[None])[0].numpy()
+        for label, thing in enumerate(things, start=1):
+            k = sorted(np.unique(mask[mask > 0])).index(label)
+            colour = obs.images[camera][mask == label].mean(0)
+            assert np.hypot(*(xy[k] - (thing.x, thing.y))) < tolerance_m + (0.02 if label <= 2 else 0), (seed, label)
+            if label > 2:  # objects: the labelled pixels have the object's colour
+                from astra_sim.tabletop import COLORS
+
+                assert np.abs(colour - COLORS[thing.color]).max() < 60
+
+
+def test_sensor_info_describes_masks_and_tolerances():
+    info = TabletopEnv().sensor_info()
+    assert info["masks"] is True and info["proprio_names"] == []
+    assert set(info["tolerances"]) == {"pick_x", "pick_y", "pick_theta", "place_x", "place_y", "place_theta"}
+    assert set(info["calibration"]) == {"top", "front"}
 
 
 def test_successful_step_is_visible_in_top_image():
@@ -174,4 +198,4 @@ def test_successful_step_is_visible_in_top_image():
     obs, _ = env.reset(2)
     result = env.step(env.expert_action())
     assert result.info["picked"] is not None
-    assert not np.array_equal(obs["top"], result.observation["top"])
+    assert not np.array_equal(obs.images["top"], result.observation.images["top"])

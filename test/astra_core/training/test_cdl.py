@@ -35,8 +35,11 @@ def test_negatives_mix_anchor_with_other_episodes_at_the_same_timestep():
     g = torch.Generator().manual_seed(0)
     plan = plan_negatives(step_mask, num_negatives=6, episode_ids=episodes, generator=g)
     tokens, actions = _tagged_batch()
-    neg_tokens, neg_actions = assemble_negatives(plan, tokens, actions)
+    (neg_tokens, neg_valid), neg_actions = assemble_negatives(plan, [tokens, tokens[..., 0] > 0], actions)
     assert neg_tokens.shape == (B, 6, T, M, E) and neg_actions.shape == (B, 6, T, N)
+    assert neg_valid.shape == (B, 6, T, M)
+    # every per-token tensor takes the same segments as the features
+    torch.testing.assert_close(neg_valid, neg_tokens[..., 0] > 0)
 
     versions_seen, sources_seen = set(), set()
     for b in range(B):
@@ -68,7 +71,7 @@ def test_mixing_covers_states_and_actions_and_all_values_are_real():
     # Some negatives swap the state of a step but keep its action, as in (p, s'_1, a_1, ...).
     assert (plan.state_from_source & ~plan.action_from_source).any()
     tokens, actions = _tagged_batch()
-    neg_tokens, neg_actions = assemble_negatives(plan, tokens, actions)
+    (neg_tokens,), neg_actions = assemble_negatives(plan, [tokens], actions)
     real_values = set(tokens.flatten().tolist())
     assert set(neg_tokens.flatten().tolist()) <= real_values, "no random tensors in negatives"
     assert set(neg_actions.flatten().tolist()) <= set(actions.flatten().tolist())
@@ -103,14 +106,16 @@ def test_positive_keeps_the_anchor_content():
     images = images.to(torch.uint8)
     cfg = AugmentConfig(shift=0.06, brightness=0.2, contrast=0.2, saturation=0.2, action_bin_shift=2, action_noise_std=0.05)
     g = torch.Generator().manual_seed(0)
-    augmented = augment_images(images, cfg, g)
+    augmented, shift = augment_images(images, cfg, g)
+    assert shift.shape == (3, 1, 2) and shift.abs().max() <= round(0.06 * H) / H + 1e-6  # whole pixels
     assert augmented.shape == images.shape and augmented.dtype == torch.uint8
     assert not torch.equal(augmented, images)
     dist = torch.cdist(augmented.flatten(1).float(), images.flatten(1).float())
     assert (dist.argmin(1) == torch.arange(3)).all(), "each positive is closest to its own anchor"
     # Without strength, augmentation is the identity.
     zero = AugmentConfig(shift=0, brightness=0, contrast=0, saturation=0)
-    assert torch.equal(augment_images(images, zero, g), images)
+    same, no_shift = augment_images(images, zero, g)
+    assert torch.equal(same, images) and not no_shift.any()
 
     # Discrete actions move by at most k bins and stay valid; continuous by small noise, clipped.
     spec = ActionSpaceSpec(kind="discrete_pose6d", num_bins=16)
@@ -141,3 +146,22 @@ def test_info_nce_matches_definition_and_accuracy():
         expected.append(-torch.log(pos / (pos + sum(s(anchor[b], n) for n in negatives[b]))))
     assert loss.item() == pytest.approx(torch.stack(expected).mean().item(), rel=1e-5)
     assert acc.item() == 0.5  # anchor 0's positive wins, anchor 1's loses to a negative
+
+
+def test_shifted_boxes_follow_the_shifted_image():
+    """Object crops of a positive must show the same objects: boxes move with the image shift."""
+    from astra_core.objects import boxes_from_mask
+    from astra_core.training.augment import shift_boxes
+
+    H = W = 40
+    images = torch.zeros(2, 1, 1, H, W, 3, dtype=torch.uint8)
+    images[:, :, :, 12:20, 16:26] = 255  # a white block
+    cfg = AugmentConfig(shift=0.1, brightness=0, contrast=0, saturation=0)
+    augmented, shift = augment_images(images, cfg, torch.Generator().manual_seed(3))
+    box, valid = boxes_from_mask((images[0, 0, 0, ..., 0] > 0).numpy().astype("uint8"), 1)
+    moved, still = shift_boxes(torch.from_numpy(box)[None, None, None].expand(2, 1, 1, 1, 6),
+                               torch.from_numpy(valid)[None, None, None].expand(2, 1, 1, 1), shift)
+    for b in range(2):
+        expected, _ = boxes_from_mask((augmented[b, 0, 0, ..., 0] > 128).numpy().astype("uint8"), 1)
+        torch.testing.assert_close(moved[b, 0, 0, 0], torch.from_numpy(expected[0]), atol=1e-6, rtol=0)
+    assert still.all()
