@@ -115,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0,
                         help="torch intra-op threads for the node (cpu_threads) and the offline timing; "
                              "0: $OMP_NUM_THREADS if set, else 1")
+    parser.add_argument("--realtime-priority", type=int, default=0,
+                        help="the node's realtime_priority (SCHED_FIFO 1-99; 0: normal scheduling)")
     parser.add_argument("--bad-frames-per-s", type=float, default=0.0,
                         help="also publish this many malformed frames per second on the camera topics (a flood)")
     parser.add_argument("--model-steps", type=int, default=200, help="steps of the offline model timing")
@@ -149,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         "checkpoint": str(checkpoint), "camera_names": list(CAMERAS),
         "camera_topics": [f"/bench/{c}/image" for c in CAMERAS], "image_size": [args.image_size] * 2,
         "control_rate_hz": args.control_rate_hz, "device": "cpu", "dry_run": False, "cpu_threads": threads,
+        "realtime_priority": args.realtime_priority,
         "workspace_lower": [], "workspace_upper": [], "max_step_change": []}}}))
     node_log = workdir / "node.log"
     with open(node_log, "wb") as log:
@@ -225,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
             "image_size": [args.image_size, args.image_size],
             "cameras": len(CAMERAS),
             "torch_threads": summary.get("torch_threads", threads),
+            "realtime_priority": summary.get("realtime_priority"),
             "cpu_count": os.cpu_count(),
             "load_avg_before": load_before,
             "load_avg_after": [round(v, 2) for v in os.getloadavg()],

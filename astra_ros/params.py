@@ -58,6 +58,8 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "status_rate_hz": (1.0, "Rate of the status message."),
     "cpu_threads": (0, "torch intra-op threads for CPU inference; 0: $OMP_NUM_THREADS if set, else 1 (steady "
                        "latency on a CPU shared with other work). The count used is logged."),
+    "realtime_priority": (0, "SCHED_FIFO priority (1-99) for the node's threads: removes the wait for a busy core "
+                             "from the control loop; needs CAP_SYS_NICE or an rtprio limit. 0: normal scheduling."),
     "warmup_steps": (2, "Policy steps run on blank images during configure (first-call costs off the hot path)."),
 }
 
@@ -102,6 +104,7 @@ class PolicyNodeParams:
     autostart: bool
     status_rate_hz: float
     cpu_threads: int
+    realtime_priority: int
     warmup_steps: int
 
     def __post_init__(self) -> None:
@@ -137,6 +140,8 @@ class PolicyNodeParams:
             problems.append(f"'history_length' must be >= 0 (0: half the context window), got {self.history_length}")
         if self.cpu_threads < 0:
             problems.append(f"'cpu_threads' must be >= 0 (0: $OMP_NUM_THREADS or 1), got {self.cpu_threads}")
+        if not 0 <= self.realtime_priority <= 99:
+            problems.append(f"'realtime_priority' must be 0 (normal scheduling) .. 99, got {self.realtime_priority}")
         if self.warmup_steps < 0:
             problems.append(f"'warmup_steps' must be >= 0, got {self.warmup_steps}")
         if not (self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda")):

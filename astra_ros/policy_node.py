@@ -52,6 +52,7 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from astra_ros.checkpoint_params import check_against_checkpoint, read_checkpoint_info
+from astra_ros.cpu_scheduling import set_realtime_priority, set_torch_threads
 from astra_ros.frame_buffer import FrameBuffer, FrameSet, Staleness
 from astra_ros.image_conversion import ImageConversionError, to_rgb
 from astra_ros.inference_worker import InferenceWorker
@@ -87,14 +88,6 @@ class StepJob:
     ee_pose: np.ndarray | None  # (6,) x y z roll pitch yaw, fresh, or None
 
 
-def set_torch_threads(count: int) -> int:
-    """Set torch's intra-op thread count (CPU inference) -> the count torch now reports."""
-    import torch
-
-    torch.set_num_threads(count)
-    return torch.get_num_threads()
-
-
 def load_policy(params: PolicyNodeParams):
     """The one place the node touches astra_core's model (imported lazily: torch is slow to import)."""
     from astra_core.checkpoint import load_checkpoint
@@ -127,6 +120,7 @@ class PolicyNode(LifecycleNode):
         self._outputs: dict[str, object] = {}
         self._control_timer = None
         self.torch_threads: int | None = None
+        self.realtime_priority = 0  # SCHED_FIFO priority in force (0: normal scheduling)
         self._lock = threading.Lock()  # guards the fields below (executor thread vs. worker)
         self._instruction = ""
         self._episode = 0
@@ -185,6 +179,13 @@ class PolicyNode(LifecycleNode):
     def _configure(self) -> None:
         params = self._read_params()
         self.torch_threads = set_torch_threads(params.torch_threads)
+        if params.realtime_priority:
+            # before activate creates the worker thread and main the executor thread: they inherit it
+            problem = set_realtime_priority(params.realtime_priority)
+            if problem:
+                self.problems.report("realtime", problem)
+            else:
+                self.realtime_priority = params.realtime_priority
         policy, device = load_policy(params)
         spec = policy.action_space.spec
         if spec.frame == "delta":
@@ -212,7 +213,8 @@ class PolicyNode(LifecycleNode):
             self._outputs["gripper_command"] = pub(GripperCommand, "gripper_command", COMMAND_QOS)
         self.get_logger().info(
             f"configured: checkpoint {params.checkpoint} on {device}, torch intra-op threads {self.torch_threads} "
-            f"(cpu_threads={params.cpu_threads}), action space {spec.kind}/{spec.frame}, cameras "
+            f"(cpu_threads={params.cpu_threads}), scheduling "
+            f"{f'SCHED_FIFO {self.realtime_priority}' if self.realtime_priority else 'normal'}, action space {spec.kind}/{spec.frame}, cameras "
             f"{list(params.camera_names)} via {params.transport} on {list(params.camera_topics)}, "
             f"{params.control_rate_hz} Hz, dry_run={params.dry_run}, limits lower={self._limits.lower.tolist()} "
             f"upper={self._limits.upper.tolist()} max_step={self._limits.max_step.tolist()}")
@@ -314,6 +316,7 @@ class PolicyNode(LifecycleNode):
             "steps": self.step_latency.count,
             "overruns": self.overruns,
             "torch_threads": self.torch_threads,
+            "realtime_priority": self.realtime_priority,
             "e2e_ms": self.e2e_latency.summary(),
             "step_ms": self.step_latency.summary(),
             "model_ms": self.model_latency.summary(),

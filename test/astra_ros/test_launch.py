@@ -82,5 +82,5 @@ class TestPolicyNodeComesUp(unittest.TestCase):
 @launch_testing.post_shutdown_test()
 class TestShutdown(unittest.TestCase):
     def test_exit_code(self, proc_info):
-        # SIGINT from launch at shutdown: rclpy exits cleanly (0) or with the signal's code
-        launch_testing.asserts.assertExitCodes(proc_info, allowable_exit_codes=[0, -2, -15, 130])
+        # launch stops the node with SIGINT (then SIGTERM if it lingers): the node exits 0 either way
+        launch_testing.asserts.assertExitCodes(proc_info)

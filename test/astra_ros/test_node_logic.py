@@ -88,3 +88,18 @@ def test_repeated_signals_request_one_shutdown():
         for s, handler in previous.items():
             signal.signal(s, handler)
     assert request.requested and seen == [("SIGINT", 1), ("SIGINT", 2), ("SIGTERM", 3)]
+
+
+def test_realtime_priority_is_applied_or_refused_with_a_reason():
+    """In a subprocess (the pytest process keeps its scheduling): either SCHED_FIFO is in force
+    afterwards, or the function says why not (no privilege) and nothing changed."""
+    import subprocess
+    import sys
+
+    code = ("import os; from astra_ros.cpu_scheduling import set_realtime_priority\n"
+            "problem = set_realtime_priority(1)\n"
+            "policy = os.sched_getscheduler(0)\n"
+            "assert (problem == '' and policy == os.SCHED_FIFO) or "
+            "(problem.startswith('realtime_priority=1') and policy != os.SCHED_FIFO), (problem, policy)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr

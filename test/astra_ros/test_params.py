@@ -19,7 +19,7 @@ def valid(**changes) -> PolicyNodeParams:
                 image_size=(), max_image_pixels=2_073_600, control_rate_hz=10.0, history_length=0, device="auto", output_frame="base_link",
                 workspace_lower=(), workspace_upper=(), max_step_change=(), image_timeout_s=0.5,
                 max_step_latency_s=0.3, ee_pose_topic="", ee_pose_timeout_s=0.5, instruction_max_chars=1000, dry_run=True,
-                autostart=True, status_rate_hz=1.0, cpu_threads=0, warmup_steps=2)
+                autostart=True, status_rate_hz=1.0, cpu_threads=0, realtime_priority=0, warmup_steps=2)
     base.update(changes)
     return PolicyNodeParams(**base)
 
@@ -45,6 +45,8 @@ def test_validation_lists_every_problem():
         assert fragment in text
     assert valid(max_step_change=(0.0, 0.5)).step_limits == (float("inf"), 0.5)
     assert valid(image_size=(48, 64)).image_hw == (48, 64)
+    with pytest.raises(ValueError, match="'realtime_priority' must be"):
+        valid(realtime_priority=100)
     with pytest.raises(ValueError, match="every frame would be refused"):
         valid(image_size=(100, 100), max_image_pixels=9999)
 
