@@ -142,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
 
     threads = resolve_torch_threads(args.threads)
     load_before = [round(v, 2) for v in os.getloadavg()]
+    print(f"bench_node: torch intra-op threads {threads} (--threads {args.threads}), load average {load_before}",
+          file=sys.stderr, flush=True)
     workdir = Path(tempfile.mkdtemp(prefix="astra_bench_node_"))
     checkpoint = args.checkpoint or make_tiny_checkpoint(workdir / "tiny")
     model_offline = time_model_step(checkpoint, args.image_size, args.model_steps, threads)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import signal
 import time
 
-import numpy as np
 import pytest
 
 rclpy = pytest.importorskip("rclpy")
