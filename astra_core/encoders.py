@@ -36,7 +36,7 @@ class VisionConfig:
     kind: Literal["resnet", "vit", "convnet"] = "resnet"
     image_size: int = 128  # images are resized to image_size x image_size (objects are cropped from that)
     pretrained_path: Optional[str] = None  # local HF directory (ResNetModel / ViTModel)
-    freeze: bool = False
+    freeze: bool = False  # the backbone stays exactly as loaded (a learned pooling head still trains)
     # Normalisation layers of the ResNet. BatchNorm in train mode mixes statistics over every image
     # of a batch -- other timesteps and other trajectories -- which leaks the future into the loss
     # of earlier steps. "group": GroupNorm (per image; for encoders trained from scratch);
@@ -224,6 +224,29 @@ class VisionEncoder(nn.Module):
                     m.eval()
         return self
 
+    @torch.no_grad()
+    def fuse_for_inference(self) -> int:
+        """Fold eval-mode BatchNorms into the convolutions before them (exact up to rounding) and
+        use channels-last memory for the convolutions; returns the number of folded BatchNorms.
+
+        For deployment only: a fused encoder must not be trained any more (its BatchNorms are gone).
+        """
+        folded = 0
+        for module in self.backbone.modules():
+            conv, norm = getattr(module, "convolution", None), getattr(module, "normalization", None)
+            if isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d) and not norm.training:
+                scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
+                bias = norm.bias - norm.running_mean * scale
+                if conv.bias is not None:
+                    bias = bias + conv.bias * scale
+                conv.weight.mul_(scale.view(-1, 1, 1, 1))
+                conv.bias = nn.Parameter(bias, requires_grad=False)
+                module.normalization = nn.Identity()
+                folded += 1
+        self.to(memory_format=torch.channels_last)
+        self._channels_last = True
+        return folded
+
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """(N, H, W, 3) uint8 -> (N, 3, S, S) normalised float (S = image_size)."""
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[-1] != 3:
@@ -232,7 +255,8 @@ class VisionEncoder(nn.Module):
         size = self.cfg.image_size
         if x.shape[-2:] != (size, size):
             x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-        return (x - self.mean) / self.std
+        x = (x - self.mean) / self.std
+        return x.contiguous(memory_format=torch.channels_last) if getattr(self, "_channels_last", False) else x
 
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised (N, 3, h, w) -> (N, map_dim, h', w')."""

@@ -74,6 +74,9 @@ class AstraConfig:
     max_objects: int = 8  # objects: token slots per camera (more instances: the largest are kept)
     box_frequencies: int = 6  # Fourier frequencies of a token's box (patches, objects)
     readout: Literal["heads", "pointer"] = "heads"
+    # pointer readout, SE(2): the place angle as the pick angle plus a predicted rotation
+    # ("relative") or as an absolute angle like every other head ("absolute", an ablation).
+    place_rotation: Literal["relative", "absolute"] = "relative"
     proprio_dim: int = 0  # P > 0: one proprioception token per state segment
     # camera -> 3x3 homography from normalised image (u, v) to the action frame's table (x, y);
     # taken from the dataset's calibration at training time.
@@ -99,6 +102,8 @@ class AstraConfig:
             raise ValueError(f"state_tokens={self.state_tokens!r}: must be 'pooled', 'patches' or 'objects'")
         if self.readout not in ("heads", "pointer"):
             raise ValueError(f"readout={self.readout!r}: must be 'heads' or 'pointer'")
+        if self.place_rotation not in ("relative", "absolute"):
+            raise ValueError(f"place_rotation={self.place_rotation!r}: must be 'relative' or 'absolute'")
         if self.max_objects < 1 or self.box_frequencies < 1 or self.proprio_dim < 0:
             raise ValueError("max_objects and box_frequencies must be >= 1, proprio_dim >= 0")
         for camera, homography in self.calibration.items():
@@ -494,7 +499,9 @@ class Astra(nn.Module):
     @property
     def relative_rotation(self) -> Optional[tuple[int, int]]:
         """(pick angle, place angle) dimensions when the place angle is read as pick + rotation."""
-        return self.action_space.spec.rotation_pair if self.position_pairs else None
+        if not self.position_pairs or self.cfg.place_rotation != "relative":
+            return None
+        return self.action_space.spec.rotation_pair
 
     def rotation_bins(self, rotation: torch.Tensor) -> torch.Tensor:
         """Rotations (radians, any range) -> bins of the head that predicts them: K bins over the circle."""

@@ -9,7 +9,7 @@
 #   3. deps          Python deps + ROS 2 Kilted wheels (rclpy, Fast DDS, msgs, rosidl build tools)
 #   4. cmake-fix     the wheels' CMake files name the wheel build host's include folders;
 #                    point them at this interpreter's include dir and numpy's include dir
-#   5. msgs          build msg/ (+ launcher, launch/, config/) with plain cmake into the venv
+#   5. msgs          build msg/ + srv/ (+ launchers, launch/, config/) with plain cmake into the venv
 #   6. project       pip install -e . (astra_core, astra_ros), no deps
 #   7. env file      .venv/astra_env.sh: venv activation + ROS/DDS/offline environment
 #
@@ -43,6 +43,8 @@ PY_DEPS=(
   "opencv-python-headless<4.12" "kornia==0.9.0" tqdm tensorboard
   pytest pytest-timeout rosbags
   "pyarrow<26" av                  # LeRobot import (parquet + MP4); pyarrow 26 needs numpy>=2
+  scipy matplotlib                 # benchmark statistics (Fisher exact test) and plots
+  pillow                           # JPEG/PNG decoding that stays silent on corrupt frames (imaging.py)
 )
 ROS_DEPS=(
   ros-kilted-rclpy ros-kilted-rmw-fastrtps-cpp
@@ -148,15 +150,15 @@ if ((${#NP_CMAKE[@]})) && grep -hoE '[^";]*numpy/_?core/include' "${NP_CMAKE[@]}
 fi
 
 # ---- 5. msgs --------------------------------------------------------------------------------
-stage "5/7 build msg/ (rosidl) into the venv prefix"
-MSG_INPUTS=(CMakeLists.txt package.xml astra_ros/__init__.py scripts/policy_node)
+stage "5/7 build msg/ + srv/ (rosidl) into the venv prefix"
+MSG_INPUTS=(CMakeLists.txt package.xml astra_ros/__init__.py scripts/policy_node scripts/sim_bridge)
 MSGS_HASH="$(
   cd "$ROOT"
   {
     printf 'root=%s venv=%s\n' "$ROOT" "$VENV"
     # file names + content of what CMake installs (symlinks such as config/model are skipped)
-    find msg launch config astra_core/presets -type f 2>/dev/null | LC_ALL=C sort
-    find msg launch config astra_core/presets -type f 2>/dev/null | LC_ALL=C sort | xargs -r cat
+    find msg srv launch config astra_core/presets -type f 2>/dev/null | LC_ALL=C sort
+    find msg srv launch config astra_core/presets -type f 2>/dev/null | LC_ALL=C sort | xargs -r cat
     cat "${MSG_INPUTS[@]}"
   } | hash_stdin
 )"
@@ -238,7 +240,7 @@ EOF
 (
   ros_build_env
   cd /
-  "$PY" -c 'import rclpy, astra_ros.msg as m; from astra_ros.msg import ActionSegment, PolicyStatus' \
-    || die "smoke check failed: cannot import rclpy / astra_ros.msg"
+  "$PY" -c 'import rclpy; from astra_ros.msg import ActionSegment, EpisodeEvent, PolicyStatus; from astra_ros.srv import ResetEpisode' \
+    || die "smoke check failed: cannot import rclpy / astra_ros.msg / astra_ros.srv"
 )
 stage "done in $((SECONDS - T0)) s. Use:  . $VENV/astra_env.sh"

@@ -117,6 +117,10 @@ class TrainConfig:
     batch_size: int = 32  # per process (rank); the global batch is batch_size * world_size
     total_steps: int = 10_000  # optimizer steps
     bc_loss: Literal["smooth_l1", "mse"] = "smooth_l1"  # continuous action spaces only
+    # discrete action spaces: the cross-entropy target is a Gaussian of this width (in bins) around
+    # the recorded bin instead of the bin alone (bins are ordered: a neighbour is nearly right);
+    # 0 = plain cross-entropy (the paper's). Circular for the SE(2) rotation head.
+    bin_smoothing: float = 0.0
     log_every: int = 10  # steps between progress-bar / TensorBoard scalar updates
     val_every: int = 500  # steps between validations (0 = only at the end)
     val_batches: int = 0  # cap on validation batches per validation (0 = the whole split)
@@ -145,6 +149,7 @@ class TrainConfig:
         for name in ("val_every", "val_batches"):
             _check(getattr(self, name) >= 0, name, getattr(self, name), ">= 0")
         _check(self.bc_loss in ("smooth_l1", "mse"), "bc_loss", self.bc_loss, "'smooth_l1' or 'mse'")
+        _check(self.bin_smoothing >= 0, "bin_smoothing", self.bin_smoothing, ">= 0")
         _check(self.precision in ("auto", "fp32", "bf16"), "precision", self.precision, "'auto', 'fp32' or 'bf16'")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ValueError(f"device={self.device!r}: must be 'auto', 'cpu', 'cuda' or 'cuda:<index>'")

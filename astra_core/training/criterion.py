@@ -48,7 +48,7 @@ def wrapped(diff: torch.Tensor) -> torch.Tensor:
 
 class BCCriterion:
     def __init__(self, model: Astra, continuous_loss: Literal["smooth_l1", "mse"] = "smooth_l1",
-                 tolerances: Optional[Mapping[str, float]] = None) -> None:
+                 tolerances: Optional[Mapping[str, float]] = None, bin_smoothing: float = 0.0) -> None:
         if continuous_loss not in ("smooth_l1", "mse"):
             raise ValueError(f"continuous_loss={continuous_loss!r}: must be 'smooth_l1' or 'mse'")
         self.model = model
@@ -59,6 +59,9 @@ class BCCriterion:
         if unknown:
             raise ValueError(f"tolerances for unknown action dimensions {unknown}; dimensions are {names}")
         self.tolerances = dict(tolerances or {})
+        if bin_smoothing < 0:
+            raise ValueError(f"bin_smoothing={bin_smoothing}: must be >= 0")
+        self.bin_smoothing = float(bin_smoothing)
 
     def __call__(self, out: AstraOutput, states: States, target: torch.Tensor, target_physical: torch.Tensor,
                  step_mask: torch.Tensor) -> BCOutput:
@@ -78,7 +81,10 @@ class BCCriterion:
             pick, place = self.model.relative_rotation
             head_target = target.clone()
             head_target[..., place] = self.model.rotation_bins(target_physical[..., place] - target_physical[..., pick])
-        if space.is_discrete:
+        if space.is_discrete and self.bin_smoothing > 0:
+            soft = self._smoothed_targets(head_target.long(), space.head_size)
+            per_dim = -(soft * logits.log_softmax(-1)).sum(-1).reshape(-1)
+        elif space.is_discrete:
             per_dim = F.cross_entropy(logits.reshape(-1, space.head_size), head_target.reshape(-1).long(),
                                       reduction="none")
         else:
@@ -97,6 +103,17 @@ class BCCriterion:
             physical, prediction = self.model.decode(AstraOutput(logits, out.pointer_logits, out.pointer_offset), states)
             metric_sums = self._metrics(physical, prediction, target, target_physical.to(physical), weight)
         return BCOutput(loss=loss, metric_sums=metric_sums, num_steps=num_steps.detach())
+
+    def _smoothed_targets(self, target: torch.Tensor, K: int) -> torch.Tensor:
+        """(B, T, N) bins -> (B, T, N, K) Gaussian targets of width ``bin_smoothing`` bins (circular
+        for the rotation head, whose bins go round the circle; truncated at the ends otherwise)."""
+        bins = torch.arange(K, device=target.device, dtype=torch.float32)
+        distance = (bins - target[..., None].float()).abs()
+        if self.model.relative_rotation is not None:
+            place = self.model.relative_rotation[1]
+            distance[..., place, :] = torch.minimum(distance[..., place, :], K - distance[..., place, :])
+        weights = torch.exp(-0.5 * (distance / self.bin_smoothing) ** 2)
+        return weights / weights.sum(-1, keepdim=True)
 
     def _pointer_losses(self, out: AstraOutput, states: States, target_physical: torch.Tensor,
                         g: int, ix: int, iy: int) -> tuple[torch.Tensor, torch.Tensor]:

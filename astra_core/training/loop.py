@@ -122,7 +122,7 @@ class AstraObjective(nn.Module):
         super().__init__()
         self.model = model
         self.cfg = cfg
-        self.criterion = BCCriterion(model, cfg.bc_loss, tolerances)
+        self.criterion = BCCriterion(model, cfg.bc_loss, tolerances, cfg.bin_smoothing)
 
     def forward(self, batch: dict[str, Any], generator: torch.Generator, with_cdl: bool = True) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         model, cfg = self.model, self.cfg

@@ -278,3 +278,24 @@ def test_every_preset_loads():
     assert {"tiny", "19m", "38m", "43m", "198m", "tabletop_objects"} <= set(preset_names())
     for name in preset_names():
         standalone_config(name)
+
+
+def test_se2_place_angle_is_the_pick_angle_plus_the_predicted_rotation(tiny_model_factory):
+    import math
+
+    model = tiny_model_factory(action_space="discrete_se2", state_tokens="objects", readout="pointer")
+    assert model.relative_rotation == (2, 5)
+    obs, actions = random_window(model, B=1, T=1)
+    states = states_of(model, obs)
+    K = model.action_space.head_size
+    head = torch.zeros(1, 1, 6, K)
+    head[0, 0, 2, K // 2 + 5] = 10.0  # pick angle: a bin above the middle of its range
+    rotation = 0.5
+    head[0, 0, 5, model.rotation_bins(torch.tensor(rotation))] = 10.0
+    out = model(*model.encode_prompt(["rotate it"]), states, actions)
+    out.head = head
+    physical, _ = model.decode(out, states)
+    pick = model.action_space.from_model(torch.full((6,), K // 2 + 5))[2]
+    assert abs(float(physical[0, 0, 5]) - (float(pick) + rotation)) <= math.pi / K + 1e-9
+    # bins cover the circle: -pi and pi are the same bin, every rotation maps into [0, K)
+    assert model.rotation_bins(torch.tensor([-math.pi, math.pi])).tolist() == [0, 0]

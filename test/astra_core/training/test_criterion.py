@@ -115,3 +115,19 @@ def test_shape_mismatch_is_reported(tiny_model_factory):
 def test_angle_errors_wrap_around_the_circle():
     torch.testing.assert_close(wrapped(torch.tensor([2 * math.pi - 0.1, -2 * math.pi + 0.1, 0.3])),
                                torch.tensor([-0.1, 0.1, 0.3]))
+
+
+def test_bin_smoothing_prefers_near_misses_and_wraps_the_rotation_head(tiny_model_factory):
+    model = tiny_model_factory(action_space="discrete_se2", state_tokens="objects", readout="pointer")
+    K = model.action_space.head_size
+    criterion = BCCriterion(model, bin_smoothing=2.0)
+    target = torch.zeros(1, 1, 6, dtype=torch.long)
+    target[..., 2] = 10
+    target[..., 5] = 0  # the rotation head's first bin: its neighbours are bins 1 and K - 1
+    soft = criterion._smoothed_targets(target, K)
+    torch.testing.assert_close(soft.sum(-1), torch.ones(1, 1, 6))
+    assert soft[0, 0, 2].argmax() == 10 and soft[0, 0, 2, 9] == soft[0, 0, 2, 11] > soft[0, 0, 2, 5]
+    assert torch.isclose(soft[0, 0, 5, 1], soft[0, 0, 5, K - 1]) and soft[0, 0, 5, K - 1] > soft[0, 0, 5, K // 2]
+    assert torch.isclose(soft[0, 0, 0, 1], soft[0, 0, 0, 1]) and soft[0, 0, 0, K - 1] < 1e-6  # not circular
+    with pytest.raises(ValueError, match="bin_smoothing"):
+        BCCriterion(model, bin_smoothing=-1)
