@@ -45,8 +45,9 @@ class VisionConfig:
     norm: Literal["auto", "group", "frozen_batch"] = "auto"
     # resnet / convnet. "avg": global average pooling (position is mostly lost). "spatial_softmax":
     # per channel, the expected (x, y) of its activation (Levine et al. 2016) plus the average,
-    # so the single token per image still says *where* things are.
-    pooling: Literal["avg", "spatial_softmax"] = "avg"
+    # so the single token per image still says *where* things are. "flatten" (object crops only):
+    # the whole small feature map of a crop, which keeps how the object is turned.
+    pooling: Literal["avg", "spatial_softmax", "flatten"] = "avg"
     # resnet (transformers ResNetConfig): ResNet-18 is [64,128,256,512] / [2,2,2,2].
     # convnet: one 3x3 stride-2 convolution + GroupNorm + ReLU per entry of hidden_sizes.
     hidden_sizes: list[int] = field(default_factory=lambda: [64, 128, 256, 512])
@@ -67,8 +68,8 @@ class VisionConfig:
             raise ValueError(f"vision.kind={self.kind!r}: must be 'resnet', 'vit' or 'convnet'")
         if self.image_size < 16:
             raise ValueError(f"vision.image_size={self.image_size}: must be >= 16")
-        if self.pooling not in ("avg", "spatial_softmax"):
-            raise ValueError(f"vision.pooling={self.pooling!r}: must be 'avg' or 'spatial_softmax'")
+        if self.pooling not in ("avg", "spatial_softmax", "flatten"):
+            raise ValueError(f"vision.pooling={self.pooling!r}: must be 'avg', 'spatial_softmax' or 'flatten'")
         if self.pooling != "avg" and self.kind == "vit":
             raise ValueError("vision.pooling applies to resnet and convnet; vit uses its CLS token")
         if self.norm not in ("auto", "group", "frozen_batch"):
@@ -207,6 +208,12 @@ class VisionEncoder(nn.Module):
                 )
             self.map_dim = self.backbone.config.hidden_size
         self.out_dim = 3 * self.map_dim if cfg.pooling == "spatial_softmax" else self.map_dim
+        if cfg.pooling == "flatten":  # sized for crops: the map of a crop_size x crop_size input
+            with torch.no_grad():
+                was_training = self.training
+                side = self.eval().feature_map(torch.zeros(1, 3, cfg.crop_size, cfg.crop_size)).shape[-1]
+                self.train(was_training)
+            self.out_dim = self.map_dim * side * side
         if cfg.pooling == "spatial_softmax":
             # Learned keypoint maps: post-ReLU backbone features are too flat for a softmax to
             # localise anything (Levine et al. use a 1x1 conv before the spatial softmax too).
@@ -275,6 +282,8 @@ class VisionEncoder(nn.Module):
         fmap = self.feature_map(x)
         if self.cfg.pooling == "spatial_softmax":
             return spatial_softmax(self.keypoints(fmap))
+        if self.cfg.pooling == "flatten":
+            return fmap.flatten(1)
         return fmap.mean((2, 3))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

@@ -27,7 +27,9 @@ Readout (``readout``):
   current step's state tokens that have table coordinates: the position is the chosen token's
   (x, y) plus a learned offset. The other dimensions (angles, z, gripper) keep their heads, read
   from their query plus the token the first pointer chose (an object's orientation lives in its
-  own token). For SE(2) pick-and-place the place angle is predicted as the pick angle plus a
+  own token). The choice is hard: the argmax, and in training the token nearest to the recorded
+  position (teacher forcing), so the heads learn from the right object's token and see one token,
+  never a blend, exactly as at run time. For SE(2) pick-and-place the place angle is predicted as the pick angle plus a
   rotation (bins over the circle): the rotation is what a pick-and-place does to the object and
   what an instruction names ("rotate it by 45 degrees"), while the absolute place angle also
   depends on how the object happened to lie. The action space's bins stay the output format.
@@ -110,6 +112,8 @@ class AstraConfig:
             if camera not in self.cameras:
                 raise ValueError(f"calibration for unknown camera {camera!r}; cameras are {self.cameras}")
             check_homography(homography, f"calibration[{camera!r}]")
+        if self.vision.pooling == "flatten" and self.state_tokens != "objects":
+            raise ValueError("vision.pooling=flatten is sized for object crops: use it with state_tokens=objects")
         if self.readout == "pointer":
             if self.state_tokens == "pooled":
                 raise ValueError("readout=pointer points at state tokens with a place on the table: "
@@ -153,9 +157,11 @@ class AstraOutput:
 
     head: torch.Tensor  # (B, T, N, K): per-dimension logits (discrete) or normalised values (K = 1)
     # readout=pointer only: logits over the step's M state tokens per position pair (-inf: not a
-    # candidate), and the offset (action frame units) added to the chosen token's coordinates.
+    # candidate), the token chosen (the argmax; in training the recorded one), and the offset
+    # (action frame units) added to the chosen token's coordinates.
     pointer_logits: Optional[torch.Tensor] = None  # (B, T, G, M)
     pointer_offset: Optional[torch.Tensor] = None  # (B, T, G, 2)
+    pointer_choice: Optional[torch.Tensor] = None  # (B, T, G) long
 
 
 @lru_cache(maxsize=128)
@@ -474,9 +480,11 @@ class Astra(nn.Module):
         """Hidden states that decode actions (B, T, N, E) -> head output (B, T, N, K)."""
         return torch.einsum("btne,nek->btnk", hidden, self.head_weight) + self.head_bias
 
-    def readout(self, read: torch.Tensor, state_hidden: torch.Tensor, states: States) -> AstraOutput:
+    def readout(self, read: torch.Tensor, state_hidden: torch.Tensor, states: States,
+                pointer_target: Optional[torch.Tensor] = None) -> AstraOutput:
         """Hidden states of the tokens that decode each dimension (B, T, N, E) and of the step's state
-        tokens (B, T, M, E) -> predictions (see the module docstring for the pointer readout)."""
+        tokens (B, T, M, E) -> predictions (see the module docstring for the pointer readout).
+        ``pointer_target`` (B, T, G): the tokens to read from instead of the argmax (training)."""
         pairs = self.position_pairs
         if not pairs:
             return AstraOutput(self.predict(read))
@@ -487,14 +495,22 @@ class Astra(nn.Module):
         logits = torch.einsum("btge,btme->btgm", queries, keys) / math.sqrt(E)
         candidate = states.has_coords[:, :, None, :]
         logits = logits.masked_fill(~candidate, float("-inf"))
-        # A step without any candidate (no object seen) gets uniform weights instead of NaNs;
-        # decoding such a step is refused (runtime) and its loss masked (criterion).
-        weights = torch.where(candidate.any(-1, keepdim=True), logits, torch.zeros_like(logits)).softmax(-1)
-        chosen = torch.einsum("btgm,btme->btge", weights, state_hidden)  # soft pick of the token
+        # A step without any candidate (no object seen) chooses token 0; decoding such a step is
+        # refused (runtime) and its loss masked (criterion).
+        choice = logits.argmax(-1) if pointer_target is None else pointer_target
+        index = choice[..., None].expand(*choice.shape, state_hidden.shape[-1])  # (B, T, G, E)
+        chosen = state_hidden.gather(2, index)  # the chosen token's hidden state per pair
         offset = torch.einsum("btge,gec->btgc", firsts + chosen, self.pointer_offset) + self.pointer_offset_bias
         context = read + chosen[:, :, :1]  # every dimension also reads the first pointer's token
         context = context + self.readout_mlp(context)
-        return AstraOutput(self.predict(context), logits, offset * self.offset_scale)
+        return AstraOutput(self.predict(context), logits, offset * self.offset_scale, choice)
+
+    def nearest_tokens(self, states: States, actions_physical: torch.Tensor) -> torch.Tensor:
+        """(B, T, G): per position pair, the state token with coordinates nearest to the recorded
+        position (the pointer's teacher); 0 where no token has coordinates."""
+        goals = torch.stack([actions_physical[..., [ix, iy]] for ix, iy in self.position_pairs], dim=2)  # (B, T, G, 2)
+        distance = (states.coords[:, :, None].float() - goals[:, :, :, None].float()).norm(dim=-1)  # (B, T, G, M)
+        return distance.masked_fill(~states.has_coords[:, :, None], float("inf")).argmin(-1)
 
     @property
     def relative_rotation(self) -> Optional[tuple[int, int]]:
@@ -523,7 +539,7 @@ class Astra(nn.Module):
             pick, place = self.relative_rotation
             turned = physical[..., pick] + self.rotation_of_bins(model_form[..., place])
             physical[..., place] = torch.remainder(turned + math.pi, 2 * math.pi) - math.pi
-        choice = out.pointer_logits.argmax(-1)  # (B, T, G)
+        choice = out.pointer_choice  # (B, T, G)
         coords = states.coords.to(torch.float64)
         lo, hi = space.stats.min, space.stats.max
         for g, (ix, iy) in enumerate(self.position_pairs):
@@ -563,12 +579,13 @@ class Astra(nn.Module):
         states: States,
         actions: torch.Tensor,
         step_mask: Optional[torch.Tensor] = None,
+        pointer_target: Optional[torch.Tensor] = None,
     ) -> AstraOutput:
         """Teacher-forced decoding of every step of a window.
 
         ``step_mask`` (B, T) marks real steps; padding is on the right. Padded steps come after
         every real one, so the causal structure already hides them; their outputs are garbage
-        that the criterion masks out.
+        that the criterion masks out. ``pointer_target`` (B, T, G): see ``readout``.
         """
         B, T, M = states.features.shape[:3]
         self._check_window(T, M, actions)
@@ -581,7 +598,7 @@ class Astra(nn.Module):
             read = layout.action_index - 1
         read_hidden = h[:, read.flatten()].view(B, T, self.action_space.dim, -1)
         state_hidden = h[:, layout.state_index.flatten()].view(B, T, M, -1)
-        return self.readout(read_hidden, state_hidden, states)
+        return self.readout(read_hidden, state_hidden, states, pointer_target)
 
     def encode_trajectory(
         self,

@@ -242,11 +242,17 @@ class _PolicyBase:
             step=self.steps_since_reset,
             latency_ms=(time.perf_counter() - start) * 1e3,
             head_output=out.head[0, 0].float().cpu().numpy(),
-            pointer_choice=None if out.pointer_logits is None else out.pointer_logits[0, 0].argmax(-1).cpu().numpy(),
+            pointer_choice=None if out.pointer_choice is None else out.pointer_choice[0, 0].cpu().numpy(),
             dropped_objects=dropped,
         )
         self.steps_since_reset += 1
         return result
+
+
+def last_step(out: AstraOutput) -> AstraOutput:
+    """The predictions of a window's last step (T = 1)."""
+    return AstraOutput(*(None if x is None else x[:, -1:]
+                         for x in (out.head, out.pointer_logits, out.pointer_offset, out.pointer_choice)))
 
 
 def _splice_outputs(stages: list[AstraOutput], model: Astra) -> AstraOutput:
@@ -257,13 +263,25 @@ def _splice_outputs(stages: list[AstraOutput], model: Astra) -> AstraOutput:
     if stages[0].pointer_logits is None:
         return AstraOutput(head)
     firsts = [x for x, _ in model.position_pairs]
-    logits = torch.stack([stages[x].pointer_logits[:, :, g] for g, x in enumerate(firsts)], dim=2)
-    offset = torch.stack([stages[x].pointer_offset[:, :, g] for g, x in enumerate(firsts)], dim=2)
-    return AstraOutput(head, logits, offset)
+    logits, offset, choice = (torch.stack([getattr(stages[x], name)[:, :, g] for g, x in enumerate(firsts)], dim=2)
+                              for name in ("pointer_logits", "pointer_offset", "pointer_choice"))
+    return AstraOutput(head, logits, offset, choice)
 
 
 class AstraPolicy(_PolicyBase):
-    """Streaming policy with a key/value cache (the one to deploy)."""
+    """Streaming policy with a key/value cache (the one to deploy).
+
+    ``fuse=True`` (default) folds the vision encoder's frozen BatchNorms into its convolutions and
+    switches it to channels-last memory: the same function up to float rounding, ~40% less
+    encoder time for a pretrained ResNet-18 on CPU. It changes the model in place, so a model
+    given to a fused policy is for inference only from then on.
+    """
+
+    def __init__(self, model: Astra, device: Optional[str] = None, keep_steps: Optional[int] = None,
+                 fuse: bool = True) -> None:
+        super().__init__(model, device, keep_steps)
+        if fuse:
+            self.model.vision.fuse_for_inference()
 
     def reset(self, instruction: str) -> None:
         super().reset(instruction)
@@ -411,7 +429,7 @@ class FullRecomputePolicy(_PolicyBase):
         last = states.map(lambda x: x[:, -1:])
         if model.uses_queries:
             out = model(prompt, prompt_mask, states, actions)
-            out = AstraOutput(*(None if x is None else x[:, -1:] for x in (out.head, out.pointer_logits, out.pointer_offset)))
+            out = last_step(out)
         else:
             out = self._decode_autoregressive(prompt, prompt_mask, states, actions, last)
         return self._finish(out, last, start, obs.dropped_objects)
@@ -420,7 +438,7 @@ class FullRecomputePolicy(_PolicyBase):
         stages = []
         for i in range(self.action_space.dim):
             out = self.model(prompt, prompt_mask, states, actions)
-            stage = AstraOutput(*(None if x is None else x[:, -1:] for x in (out.head, out.pointer_logits, out.pointer_offset)))
+            stage = last_step(out)
             stages.append(stage)
             actions = actions.clone()
             actions[0, -1, i] = self.model.decode(stage, last)[1][0, 0, i]

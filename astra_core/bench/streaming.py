@@ -2,12 +2,17 @@
 
 Prints one JSON object: for each history length h, the median ms of the h-th step of an episode
 for (a) a full recompute that re-encodes every image and the whole trajectory, (b) a full recompute
-of the transformer with cached image tokens, and (c) the streaming runtime (KV cache).
+of the transformer with cached image tokens, (c) the streaming runtime (KV cache) as it was
+before inference fusion (``streaming_unfused_ms``) and (d) as deployed (``streaming_ms``: BatchNorm
+folded into the convolutions, channels-last). The vision encoder defaults to frozen BatchNorm
+(``--vision-norm``), what an ImageNet-pretrained ResNet deploys with. Threads, cores and the machine
+load are printed with the figures.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import platform
 import statistics
@@ -17,7 +22,8 @@ import numpy as np
 import torch
 
 from astra_core.model import Astra
-from astra_core.presets import load_preset, unit_stats
+from astra_core.presets import standalone_config, unit_stats
+from astra_core.threads import configure_threads, machine_info
 from astra_core.runtime import AstraPolicy, FullRecomputePolicy, default_device
 
 
@@ -50,9 +56,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default=default_device())
     parser.add_argument("--image-size", type=int, default=None, help="camera frame size (default: the preset's)")
     parser.add_argument("--skip-full", action="store_true", help="time only the streaming runtime")
+    parser.add_argument("--vision-norm", default="frozen_batch", choices=["frozen_batch", "group"],
+                        help="frozen_batch: a pretrained ResNet's BatchNorm (foldable); group: a scratch-trained one")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: auto)")
     args = parser.parse_args(argv)
+    configure_threads(args.threads, "astra_core.bench.streaming")
 
-    cfg = load_preset(args.preset)
+    cfg = standalone_config(args.preset)
+    cfg.vision.norm = args.vision_norm
     cfg.max_timesteps = max(cfg.max_timesteps, args.max_history)
     cfg.dropout = 0.0
     torch.manual_seed(0)
@@ -64,14 +75,18 @@ def main(argv: list[str] | None = None) -> None:
         "device": args.device,
         "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or platform.machine(),
         "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
+        **machine_info(),
+        "vision_norm": args.vision_norm,
         "cameras": len(cfg.cameras),
         "action_dims": model.action_space.dim,
         "image_size": size,
         "repeats": args.repeats,
         "history": list(range(1, steps + 1)),
     }
-    result["streaming_ms"] = step_times(AstraPolicy(model, args.device), cfg.cameras, size, steps, args.repeats)
+    result["streaming_unfused_ms"] = step_times(AstraPolicy(copy.deepcopy(model), args.device, fuse=False),
+                                                cfg.cameras, size, steps, args.repeats)
+    result["streaming_ms"] = step_times(AstraPolicy(copy.deepcopy(model), args.device), cfg.cameras, size, steps,
+                                        args.repeats)
     if not args.skip_full:
         full = FullRecomputePolicy(model, args.device, reencode_images=True)
         result["full_recompute_ms"] = step_times(full, cfg.cameras, size, steps, args.repeats)
@@ -83,7 +98,8 @@ def main(argv: list[str] | None = None) -> None:
             "vs_full_recompute_cached_images": round(
                 result["full_recompute_cached_images_ms"][at] / result["streaming_ms"][at], 2),
         }
-    for key in ("streaming_ms", "full_recompute_ms", "full_recompute_cached_images_ms"):
+    result["load_after"] = machine_info()["loadavg_1min"]
+    for key in ("streaming_unfused_ms", "streaming_ms", "full_recompute_ms", "full_recompute_cached_images_ms"):
         if key in result:
             result[key] = [round(v, 2) for v in result[key]]
     print(json.dumps(result))

@@ -100,7 +100,8 @@ class BCCriterion:
         loss = (per_dim.mean(-1) * weight).sum() / num_steps.clamp(min=1.0)
 
         with torch.no_grad():
-            physical, prediction = self.model.decode(AstraOutput(logits, out.pointer_logits, out.pointer_offset), states)
+            physical, prediction = self.model.decode(
+                AstraOutput(logits, out.pointer_logits, out.pointer_offset, out.pointer_choice), states)
             metric_sums = self._metrics(physical, prediction, target, target_physical.to(physical), weight)
         return BCOutput(loss=loss, metric_sums=metric_sums, num_steps=num_steps.detach())
 
@@ -131,8 +132,9 @@ class BCCriterion:
         logits = torch.where(seen, out.pointer_logits[:, :, g].float(), torch.zeros_like(distance))
         log_p = logits.log_softmax(-1)
         nll = -torch.logsumexp(log_p.masked_fill(~hit, float("-inf")), dim=-1)
-        # The offset is learnt from the token the pointer would choose, where that one is a hit.
-        choice = logits.detach().argmax(-1, keepdim=True)  # (B, T, 1)
+        # The offset is learnt from the token the readout read (in training the recorded one),
+        # where that one is a hit.
+        choice = out.pointer_choice[:, :, g, None]  # (B, T, 1)
         anchor = states.coords.float().gather(2, choice[..., None].expand(-1, -1, 1, 2))[:, :, 0]
         useful = hit.gather(2, choice)[..., 0] & seen[..., 0]
         scale = self.model.offset_scale[g].float()

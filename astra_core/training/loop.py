@@ -135,7 +135,10 @@ class AstraObjective(nn.Module):
         prompt, prompt_mask = model.encode_prompt(batch["instruction"])
         states = model.encode_states(inputs["images"], inputs.get("object_boxes"), inputs.get("object_valid"),
                                      inputs.get("proprio"), step_mask)
-        out = model(prompt, prompt_mask, states, actions, step_mask)
+        # Training reads the pointer's heads from the recorded token (teacher forcing); validation
+        # from the argmax, as at run time.
+        teacher = model.nearest_tokens(states, physical) if model.position_pairs and model.training else None
+        out = model(prompt, prompt_mask, states, actions, step_mask, teacher)
         bc = self.criterion(out, states, actions, physical, step_mask)
         stats: dict[str, torch.Tensor] = {"bc_loss": bc.loss.detach(), "num_steps": bc.num_steps, **bc.metric_sums}
         loss = bc.loss

@@ -96,6 +96,7 @@ def test_pointer_positions_are_token_coordinates_plus_offset(tiny_model_factory)
     physical, _ = model.decode(out, states)
     for g, (ix, iy) in enumerate(model.action_space.spec.position_pairs):
         k = out.pointer_logits[0, 0, g].argmax()
+        assert out.pointer_choice[0, 0, g] == k  # at run time the choice is the argmax
         assert states.has_coords[0, 0, k]
         expected = states.coords[0, 0, k].double().clamp(-1, 1)  # unit stats: range [-1, 1]
         torch.testing.assert_close(physical[0, 0, [ix, iy]], expected)
@@ -299,3 +300,21 @@ def test_se2_place_angle_is_the_pick_angle_plus_the_predicted_rotation(tiny_mode
     assert abs(float(physical[0, 0, 5]) - (float(pick) + rotation)) <= math.pi / K + 1e-9
     # bins cover the circle: -pi and pi are the same bin, every rotation maps into [0, K)
     assert model.rotation_bins(torch.tensor([-math.pi, math.pi])).tolist() == [0, 0]
+
+
+def test_training_reads_the_recorded_token_and_run_time_the_argmax(tiny_model_factory):
+    model = tiny_model_factory(action_space="discrete_se2", state_tokens="objects", readout="pointer")
+    obs, actions = random_window(model, B=1, T=2)
+    obs["object_valid"][:] = True
+    states = states_of(model, obs)
+    prompt, pmask = model.encode_prompt(["put the red block in the bowl"])
+    physical = torch.zeros(1, 2, 6)
+    physical[..., [0, 1]] = states.coords[0, :, 3].float()  # pick exactly at token 3's position
+    physical[..., [3, 4]] = states.coords[0, :, 0].float()
+    teacher = model.nearest_tokens(states, physical)
+    assert teacher[..., 0].tolist() == [[3, 3]] and teacher[..., 1].tolist() == [[0, 0]]
+    forced = model(prompt, pmask, states, actions, pointer_target=teacher)
+    free = model(prompt, pmask, states, actions)
+    assert torch.equal(forced.pointer_choice, teacher)
+    assert torch.equal(free.pointer_choice, free.pointer_logits.argmax(-1))
+    torch.testing.assert_close(forced.pointer_logits, free.pointer_logits)  # the pointer itself is not forced

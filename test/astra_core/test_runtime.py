@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 from astra_core.runtime import AstraPolicy, FullRecomputePolicy
 
@@ -177,3 +178,23 @@ def test_cameras_of_different_sizes_are_accepted(tiny_model_factory):
     policy.reset("pick")
     out = policy.step({"front": np.zeros((48, 64, 3), np.uint8), "wrist": np.zeros((32, 32, 3), np.uint8)})
     assert out.values.shape == (7,) and np.isfinite(out.values).all()
+
+
+def test_fused_encoder_gives_the_same_actions(tiny_model_factory):
+    """BatchNorm folded into the convolutions (+ channels-last) is the same function, up to rounding."""
+    import copy
+
+    model = tiny_model_factory(vision={"norm": "frozen_batch"})
+    with torch.no_grad():  # non-trivial BatchNorm statistics, as a pretrained encoder has
+        for m in model.vision.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+    plain, fused = AstraPolicy(copy.deepcopy(model), "cpu", fuse=False), AstraPolicy(copy.deepcopy(model), "cpu")
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.model.modules())
+    for p in (plain, fused):
+        p.reset("stack the blocks")
+    a, b = drive([plain, fused], model.camera_names, steps=4)
+    for s, f in zip(a, b):
+        assert np.abs(s.head_output - f.head_output).max() <= 1e-4

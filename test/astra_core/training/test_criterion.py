@@ -84,7 +84,7 @@ def test_pointer_loss_rewards_any_token_within_tolerance(tiny_model_factory):
     logits = torch.full((1, 1, 2, M), float("-inf"))
     logits[..., :3] = torch.tensor([0.0, 0.0, 0.0])
     head = torch.zeros(1, 1, 6, model.action_space.head_size)
-    out = AstraOutput(head, logits, torch.zeros(1, 1, 2, 2))
+    out = AstraOutput(head, logits, torch.zeros(1, 1, 2, 2), torch.tensor([[[0, 2]]]))
     criterion = BCCriterion(model, tolerances={"pick_x": 0.02, "place_x": 0.02})
     result = criterion(out, states, target, target_physical, torch.ones(1, 1, dtype=torch.bool))
     per_dim_ce = math.log(model.action_space.head_size)  # uniform heads on the 2 angle dims
@@ -97,7 +97,8 @@ def test_pointer_loss_rewards_any_token_within_tolerance(tiny_model_factory):
     # A step where no token has coordinates contributes nothing (and no NaN).
     empty = _states(1, 1, M)
     logits_none = torch.full((1, 1, 2, M), float("-inf"))
-    res = criterion(AstraOutput(head.requires_grad_(), logits_none.requires_grad_(), torch.zeros(1, 1, 2, 2)),
+    res = criterion(AstraOutput(head.requires_grad_(), logits_none.requires_grad_(), torch.zeros(1, 1, 2, 2),
+                                torch.zeros(1, 1, 2, dtype=torch.long)),
                     empty, target, target_physical, torch.ones(1, 1, dtype=torch.bool))
     res.loss.backward()
     assert torch.isfinite(res.loss)
