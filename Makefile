@@ -19,7 +19,7 @@ bench: setup
 	$(ENV) && python -m astra_core.bench.streaming --preset tiny
 
 # Retrain the shipped tabletop checkpoint (checkpoints/tabletop_objects, what `make run` evaluates):
-# 2000 expert demos, training on this CPU, 100 held-out episodes per task, provenance written.
+# 8000 expert demos, training on this CPU, 100 held-out episodes per task, provenance written.
 .PHONY: train-tabletop
 train-tabletop: setup
 	$(ENV) && python -m astra_sim.train_tabletop --install

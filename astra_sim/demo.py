@@ -4,7 +4,7 @@
 
 Loads the checkpoint that ships with the repository (trained by ``make train-tabletop``; its
 ``PROVENANCE.json`` says how), runs ``--per-task`` held-out episodes (seeds from 1,000,000 on;
-the demonstrations used 0 .. 1999) of each of the tabletop's four task kinds with the streaming
+the demonstrations used 0 .. 7999) of each of the tabletop's four task kinds with the streaming
 runtime, and prints a per-task table of success rates with 95% Wilson intervals. The full result
 goes to ``OUT/eval.json``.
 

@@ -1,6 +1,6 @@
 """Retrain the shipped tabletop policy: expert demos -> train -> closed-loop evaluation.
 
-    python -m astra_sim.train_tabletop [--episodes 2000] [--steps 2000] [--out runs/train_tabletop]
+    python -m astra_sim.train_tabletop [--episodes 8000] [--steps 1500] [--out runs/train_tabletop]
                                        [--install] [key=value ...]     (`make train-tabletop`)
 
 1. Records ``--episodes`` scripted-expert episodes of the built-in tabletop (seeds 0, 1, ...; every
@@ -103,11 +103,17 @@ def final_checkpoint(train_dir: Path) -> Path:
     return steps[-1]
 
 
+# What a trained policy depends on: a change here that is not committed makes a result "dirty".
+CODE_PATHS = ("astra_core", "astra_sim", "config", "scripts/setup.sh")
+
+
 def git_revision() -> dict[str, Any]:
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], capture_output=True, text=True, cwd=REPO_ROOT).stdout.strip()
 
-    return {"commit": git("rev-parse", "HEAD") or None, "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS).splitlines()
+    return {"commit": git("rev-parse", "HEAD") or None, "dirty": bool(changed),
+            "uncommitted": sorted(line[3:] for line in changed)}  # which files, to judge if they matter
 
 
 def hardware() -> dict[str, Any]:
@@ -142,8 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="runs/train_tabletop", help="working directory (data/, train/, summary.json)")
-    parser.add_argument("--episodes", type=int, default=2000, help="expert demonstration episodes")
-    parser.add_argument("--steps", type=int, default=2000, help="training optimizer steps")
+    parser.add_argument("--episodes", type=int, default=8000, help="expert demonstration episodes")
+    parser.add_argument("--steps", type=int, default=1500, help="training optimizer steps")
     parser.add_argument("--eval-per-task", type=int, default=100, help="held-out evaluation episodes per task kind")
     parser.add_argument("--seed", type=int, default=0, help="first demonstration seed")
     parser.add_argument("--eval-seed", type=int, default=DEFAULT_EVAL_SEED, help="first evaluation seed")

@@ -100,8 +100,11 @@ class BCCriterion:
         loss = (per_dim.mean(-1) * weight).sum() / num_steps.clamp(min=1.0)
 
         with torch.no_grad():
+            # Positions at the pointer's own choice (in training the heads read the recorded token,
+            # which would make every pick look right).
+            choice = None if out.pointer_logits is None else out.pointer_logits.argmax(-1)
             physical, prediction = self.model.decode(
-                AstraOutput(logits, out.pointer_logits, out.pointer_offset, out.pointer_choice), states)
+                AstraOutput(logits, out.pointer_logits, out.pointer_offset, choice), states)
             metric_sums = self._metrics(physical, prediction, target, target_physical.to(physical), weight)
         return BCOutput(loss=loss, metric_sums=metric_sums, num_steps=num_steps.detach())
 
