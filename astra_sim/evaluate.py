@@ -182,6 +182,7 @@ def check_held_out(seeds: Sequence[int], train_seeds: set[int]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from astra_core.runtime import AstraPolicy
+    from astra_core.threads import configure_threads
     from astra_sim.demos import add_env_arguments, env_options_from_args
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -192,10 +193,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--train-data", default=None, help="dataset the checkpoint was trained on (held-out check)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", default=None, help="also write the full result to this file")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: auto)")
     add_env_arguments(parser)
     args = parser.parse_args(argv)
     if args.episodes < 1:
         parser.error("--episodes must be >= 1")
+    configure_threads(args.threads, "astra_sim.evaluate")
 
     seeds = list(range(args.seed, args.seed + args.episodes))
     if args.train_data:

@@ -78,3 +78,16 @@ def test_held_out_check_rejects_training_seeds():
         assert "used for training" in str(exc)
     else:
         raise AssertionError("overlapping seeds were accepted")
+
+
+def test_an_interrupted_recording_resumes_after_its_last_seed(tmp_path):
+    from astra_sim.tabletop import TabletopConfig, TabletopEnv
+
+    env = TabletopEnv(TabletopConfig(image_size=32))
+    first = record_demonstrations(env, tmp_path / "d", episodes=3, seed=10)
+    assert first["expert_success_rate"] == 1.0 and first["seeds"] == [10, 13]
+    again = record_demonstrations(env, tmp_path / "d", episodes=5, seed=10, resume=True)
+    assert again["episodes"] == 5 and again["seeds"] == [13, 15]  # only the two missing ones
+    from astra_sim.evaluate import training_seeds
+
+    assert training_seeds(tmp_path / "d") == set(range(10, 15))
