@@ -115,22 +115,7 @@ def decode_raw(
     encoding = encoding.lower()
     channels = raw_channels(encoding)
     height, width, step = int(height), int(width), int(step)
-    if height <= 0 or width <= 0:
-        raise ImageDecodeError("size", f"image has zero size ({height}x{width})")
-    _check_size(height, width, expected_size, max_pixels)
-    if len(data) == 0:
-        raise ImageDecodeError("empty", f"{height}x{width} {encoding} image has empty data")
-    if step < width * channels:
-        raise ImageDecodeError(
-            "step", f"step {step} is smaller than width*channels = {width * channels} ({encoding})"
-        )
-    if len(data) != step * height:
-        raise ImageDecodeError(
-            "step", f"data has {len(data)} bytes, expected step*height = {step}*{height} = {step * height}"
-        )
-    flat = np.frombuffer(data, dtype=np.uint8)  # zero-copy over array.array / bytes
-    flat.flags.writeable = False  # views share the caller's memory: never write through them
-    rows = flat.reshape(height, step)[:, : width * channels]
+    rows = _pixel_rows(data, encoding, height, width, step, channels, expected_size, max_pixels, "image")
     if step == width * channels:
         raw = rows.reshape(height, width, channels)
     else:
@@ -138,6 +123,28 @@ def decode_raw(
             rows, shape=(height, width, channels), strides=(step, channels, 1), writeable=False
         )
     return _rgb_view(raw, encoding)
+
+
+def _pixel_rows(data, encoding: str, height: int, width: int, step: int, bytes_per_pixel: int,
+                expected_size: tuple[int, int] | None, max_pixels: int | None, what: str) -> np.ndarray:
+    """The checked buffer of a raw image as (height, width * bytes_per_pixel) uint8 rows: a
+    read-only view of `data` (row padding sliced off); ImageDecodeError for sizes that do not fit."""
+    if height <= 0 or width <= 0:
+        raise ImageDecodeError("size", f"{what} has zero size ({height}x{width})")
+    _check_size(height, width, expected_size, max_pixels)
+    if len(data) == 0:
+        raise ImageDecodeError("empty", f"{height}x{width} {encoding} {what} has empty data")
+    if step < width * bytes_per_pixel:
+        raise ImageDecodeError(
+            "step", f"step {step} is smaller than width*{bytes_per_pixel} = {width * bytes_per_pixel} ({encoding})"
+        )
+    if len(data) != step * height:
+        raise ImageDecodeError(
+            "step", f"data has {len(data)} bytes, expected step*height = {step}*{height} = {step * height}"
+        )
+    flat = np.frombuffer(data, dtype=np.uint8)  # zero-copy over array.array / bytes
+    flat.flags.writeable = False  # views share the caller's memory: never write through them
+    return flat.reshape(height, step)[:, : width * bytes_per_pixel]
 
 
 def compressed_container(data) -> str | None:
@@ -247,3 +254,54 @@ def resize_rgb(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     if image.shape[:2] == (height, width):
         return image
     return cv2.resize(np.ascontiguousarray(image), (width, height), interpolation=cv2.INTER_AREA)
+
+
+# ---- instance-label masks ------------------------------------------------------------------------
+# Masks travel as single-channel raw images: mono16 (labels up to 65535, the simulators' uint16
+# masks) or mono8. They are labels, not intensities: never resized with interpolation, never
+# compressed lossily, and decoded to (H, W) integers exactly as sent.
+LABEL_ENCODINGS: tuple[str, ...] = ("mono16", "mono8")
+
+
+def decode_labels(
+    data,
+    encoding: str,
+    height: int,
+    width: int,
+    step: int,
+    is_bigendian: bool = False,
+    expected_size: tuple[int, int] | None = None,
+    *,
+    max_pixels: int | None = None,
+) -> np.ndarray:
+    """Raw mono16 / mono8 buffer -> (H, W) uint16 / uint8 instance labels (0 = background).
+
+    The same checks and error kinds as :func:`decode_raw` ("encoding", "size", "empty", "step",
+    "too_large"); mono16 honours `is_bigendian`. The result is a read-only view of `data` when the
+    byte order is the machine's and rows are unpadded, else one copy.
+    """
+    encoding = encoding.lower()
+    if encoding not in LABEL_ENCODINGS:
+        raise ImageDecodeError("encoding", f"unsupported mask encoding {encoding!r}; supported: "
+                                           f"{', '.join(LABEL_ENCODINGS)} (instance labels, 0 = background)")
+    itemsize = 2 if encoding == "mono16" else 1
+    height, width, step = int(height), int(width), int(step)
+    rows = _pixel_rows(data, encoding, height, width, step, itemsize, expected_size, max_pixels, "mask")
+    if itemsize == 1:
+        return rows
+    dtype = np.dtype(">u2" if is_bigendian else "<u2")
+    labels = np.ascontiguousarray(rows).view(dtype).reshape(height, width)
+    return labels if dtype.isnative else labels.astype(np.uint16)
+
+
+def encode_labels(labels: np.ndarray) -> tuple[np.ndarray, str, int]:
+    """(H, W) integer instance labels -> (contiguous little-endian pixels, "mono16" | "mono8", step).
+
+    uint8 labels stay mono8; every other integer type becomes mono16 (values must fit in 0..65535)."""
+    if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
+        raise ImageDecodeError("encoding", f"expected an (H, W) integer label mask, got {labels.dtype} {labels.shape}")
+    if labels.dtype == np.uint8:
+        return np.ascontiguousarray(labels), "mono8", int(labels.shape[1])
+    if labels.size and (int(labels.min()) < 0 or int(labels.max()) > 0xFFFF):
+        raise ImageDecodeError("encoding", f"labels {int(labels.min())}..{int(labels.max())} do not fit in mono16")
+    return np.ascontiguousarray(labels, dtype="<u2"), "mono16", int(labels.shape[1] * 2)

@@ -38,6 +38,8 @@ class CheckpointInfo:
     dim_names: tuple[str, ...]
     stats_min: tuple[float, ...]
     stats_max: tuple[float, ...]
+    state_tokens: str = "pooled"  # pooled | patches | objects (objects: an instance mask per camera each step)
+    proprio_names: tuple[str, ...] = ()  # proprioception the checkpoint takes each step, in order (empty: none)
 
 
 def read_checkpoint_info(checkpoint_dir: str | os.PathLike) -> CheckpointInfo:
@@ -66,8 +68,16 @@ def read_checkpoint_info(checkpoint_dir: str | os.PathLike) -> CheckpointInfo:
         raise ValueError(f"checkpoint {directory}: {STATS_FILE} lacks the action names/min/max") from None
     if not len(names) == len(low) == len(high):
         raise ValueError(f"checkpoint {directory}: {STATS_FILE} names/min/max differ in length")
+    proprio_names: tuple[str, ...] = ()
+    if int(config.get("proprio_dim") or 0) > 0:
+        proprio = stats.get("proprio") if isinstance(stats, dict) else None
+        if not isinstance(proprio, dict) or len(proprio.get("names") or ()) != int(config["proprio_dim"]):
+            raise ValueError(f"checkpoint {directory}: proprio_dim={config['proprio_dim']} but {STATS_FILE} has no "
+                             "proprioception names of that length")
+        proprio_names = tuple(str(n) for n in proprio["names"])
     return CheckpointInfo(tuple(str(c) for c in config["cameras"]), str(space["kind"]),
-                          str(space.get("frame", "absolute")), tuple(names), tuple(low), tuple(high))
+                          str(space.get("frame", "absolute")), tuple(names), tuple(low), tuple(high),
+                          str(config.get("state_tokens", "pooled")), proprio_names)
 
 
 def check_against_checkpoint(params: PolicyNodeParams, info: CheckpointInfo) -> None:
@@ -83,6 +93,32 @@ def check_against_checkpoint(params: PolicyNodeParams, info: CheckpointInfo) -> 
             raise ValueError(f"'{name}' has {len(values)} values, the checkpoint's action space {info.action_kind} "
                              f"has {len(info.dim_names)} dimensions: {list(info.dim_names)} (leave it unset: "
                              "the training data range for workspace limits, no limit for max_step_change)")
+    check_model_inputs(params, info)
+
+
+def check_model_inputs(params: PolicyNodeParams, info: CheckpointInfo) -> None:
+    """Masks and proprioception: subscribed exactly when the checkpoint uses them, in a form it can take."""
+    uses_masks = info.state_tokens == "objects"
+    if uses_masks and not params.mask_topics:
+        raise ValueError(f"the checkpoint {params.checkpoint} uses object tokens: every step needs an instance mask per "
+                         f"camera; set 'mask_topics' (one sensor_msgs/Image mono16 or mono8 label topic per camera, "
+                         f"in the order {list(params.camera_names)})")
+    if params.mask_topics and not uses_masks:
+        raise ValueError(f"'mask_topics' is set, but the checkpoint {params.checkpoint} uses {info.state_tokens!r} "
+                         "state tokens, not object tokens: it takes no masks (leave mask_topics unset)")
+    names = list(info.proprio_names)
+    if names and not params.proprio_topic:
+        raise ValueError(f"the checkpoint {params.checkpoint} takes proprioception {names} every step: set "
+                         "'proprio_topic' (and 'proprio_msg_type': joint_state or pose)")
+    if params.proprio_topic and not names:
+        raise ValueError(f"'proprio_topic' is set, but the checkpoint {params.checkpoint} was trained without "
+                         "proprioception (leave proprio_topic unset)")
+    if params.proprio_topic and params.proprio_msg_type == "pose" and len(names) != 6:
+        raise ValueError(f"proprio_msg_type 'pose' gives 6 values (x y z roll pitch yaw), the checkpoint's "
+                         f"proprioception has {len(names)}: {names}; use proprio_msg_type 'joint_state'")
+    if params.proprio_joint_names and len(params.proprio_joint_names) != len(names):
+        raise ValueError(f"'proprio_joint_names' has {len(params.proprio_joint_names)} names, the checkpoint's "
+                         f"proprioception has {len(names)}: {names}")
 
 
 def params_for_checkpoint(checkpoint_dir: str, **overrides: Any) -> dict[str, Any]:

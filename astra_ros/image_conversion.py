@@ -23,8 +23,10 @@ from astra_core.imaging import (
     SUPPORTED_ENCODINGS,
     ImageDecodeError,
     decode_compressed,
+    decode_labels,
     decode_raw,
     encode_compressed,
+    encode_labels,
     encode_raw,
 )
 
@@ -32,7 +34,8 @@ ImageConversionError = ImageDecodeError  # the name the node code and older call
 
 __all__ = [
     "SUPPORTED_COMPRESSED_FORMATS", "SUPPORTED_ENCODINGS", "ImageConversionError",
-    "compressed_to_rgb", "image_to_rgb", "rgb_to_compressed", "rgb_to_image", "to_rgb",
+    "compressed_to_rgb", "image_to_labels", "image_to_rgb", "labels_to_image", "rgb_to_compressed", "rgb_to_image",
+    "to_rgb",
 ]
 
 
@@ -61,22 +64,40 @@ def to_rgb(msg: Image | CompressedImage, expected_size: tuple[int, int] | None =
     return image_to_rgb(msg, expected_size, max_pixels=max_pixels)
 
 
+def image_to_labels(msg: Image, expected_size: tuple[int, int] | None = None, *,
+                    max_pixels: int | None = None) -> np.ndarray:
+    """sensor_msgs/Image (mono16 or mono8 instance labels, 0 = background) -> (H, W) uint16 / uint8."""
+    return decode_labels(msg.data, msg.encoding, msg.height, msg.width, msg.step, bool(msg.is_bigendian),
+                         expected_size=expected_size, max_pixels=max_pixels)
+
+
 def _as_uint8_array(pixels: np.ndarray) -> array.array:
     """One copy of the bytes into the array.array('B') rclpy stores (bypasses its per-element check)."""
     out = array.array("B")
-    out.frombytes(np.ascontiguousarray(pixels).data)
+    out.frombytes(np.ascontiguousarray(pixels).reshape(-1).view(np.uint8).data)  # uint16 masks: as bytes
     return out
 
 
 def rgb_to_image(image: np.ndarray, encoding: str = "rgb8", frame_id: str = "", stamp=None) -> Image:
     """(H, W, 3) uint8 RGB (or (H, W) for mono8) -> sensor_msgs/Image in `encoding`."""
     pixels, step = encode_raw(image, encoding)
+    return _image_message(pixels, encoding.lower(), step, frame_id, stamp)
+
+
+def labels_to_image(labels: np.ndarray, frame_id: str = "", stamp=None) -> Image:
+    """(H, W) integer instance labels -> sensor_msgs/Image, mono16 (mono8 for uint8 labels), little-endian."""
+    pixels, encoding, step = encode_labels(labels)
+    return _image_message(pixels, encoding, step, frame_id, stamp)
+
+
+def _image_message(pixels: np.ndarray, encoding: str, step: int, frame_id: str, stamp) -> Image:
+    """A little-endian sensor_msgs/Image around contiguous `pixels` (H, W[, C])."""
     msg = Image()
     if stamp is not None:
         msg.header.stamp = stamp
     msg.header.frame_id = frame_id
     msg.height, msg.width = int(pixels.shape[0]), int(pixels.shape[1])
-    msg.encoding = encoding.lower()
+    msg.encoding = encoding
     msg.is_bigendian = 0
     msg.step = step
     msg.data = _as_uint8_array(pixels)

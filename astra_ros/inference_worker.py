@@ -33,7 +33,7 @@ class InferenceWorker(Generic[Job]):
             if self._busy or self._job is not None or self._stopping:
                 return False
             self._job = job
-            self._cond.notify()
+            self._cond.notify_all()  # the loop, and any wait_idle()
             return True
 
     @property
@@ -41,11 +41,17 @@ class InferenceWorker(Generic[Job]):
         with self._cond:
             return self._busy or self._job is not None
 
+    def wait_idle(self, timeout_s: float) -> bool:
+        """Block until no job is queued or running (True), or `timeout_s` passed (False)."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not (self._busy or self._job is not None) or not self._thread.is_alive(),
+                                       timeout_s)
+
     def stop(self, timeout_s: float = 10.0) -> bool:
         """Refuse new jobs, let a running one finish (up to `timeout_s`); True when the thread ended."""
         with self._cond:
             self._stopping = True
-            self._cond.notify()
+            self._cond.notify_all()  # the loop, and any wait_idle()
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout_s)
         return not self._thread.is_alive()
@@ -65,3 +71,4 @@ class InferenceWorker(Generic[Job]):
             finally:
                 with self._cond:
                     self._busy = False
+                    self._cond.notify_all()  # wait_idle()

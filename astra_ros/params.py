@@ -21,6 +21,9 @@ from typing import Any, Mapping, Sequence
 STRING_ARRAY, INTEGER_ARRAY, DOUBLE_ARRAY = "string_array", "integer_array", "double_array"
 ARRAY_TYPES = (STRING_ARRAY, INTEGER_ARRAY, DOUBLE_ARRAY)
 
+# How the node reads proprioception (parameter proprio_msg_type).
+PROPRIO_MSG_TYPES = ("joint_state", "pose")
+
 # name -> (default, or an array type tag, description)
 PARAMETERS: dict[str, tuple[Any, str]] = {
     "checkpoint": ("", "Checkpoint directory (config.yaml, stats.json, model.safetensors, meta.json). Required."),
@@ -50,6 +53,21 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
                              "checked at the tick and again when the command is published."),
     "max_step_latency_s": (0.3, "A command whose step (control tick -> publish) took longer is withheld "
                                 "(kind 'late_command')."),
+    "mask_topics": (STRING_ARRAY,
+                    "Instance-mask topic of each camera (sensor_msgs/Image, mono16 or mono8 labels, 0 = background, "
+                    "same size as the image), same order as camera_names. Required by object-token checkpoints and "
+                    "refused for others; empty: no masks."),
+    "mask_stamp_tolerance_s": (0.0, "A mask belongs to the camera frame whose header stamp is within this of its own "
+                                    "(seconds); 0: identical stamps."),
+    "proprio_topic": ("", "Proprioception topic; required by checkpoints trained with proprioception and refused for "
+                          "others. '': not subscribed."),
+    "proprio_msg_type": ("joint_state", "'joint_state' (sensor_msgs/JointState: the positions named by "
+                                        "proprio_joint_names) or 'pose' (geometry_msgs/PoseStamped: x y z roll pitch yaw)."),
+    "proprio_joint_names": (STRING_ARRAY, "JointState names giving the checkpoint's proprioception values, in its "
+                                          "order; empty: the checkpoint's own proprioception names (stats.json)."),
+    "proprio_timeout_s": (0.5, "Commands are held when the newest proprioception message is older than this."),
+    "new_frames_only": (False, "Step only on new frames: every camera's stamp later than the previous step's and "
+                               "received after the instruction (simulators that publish one observation per command)."),
     "ee_pose_topic": ("", "geometry_msgs/PoseStamped of the current end-effector pose; required for delta actions."),
     "ee_pose_timeout_s": (0.5, "Commands are held when the end-effector pose is older than this."),
     "instruction_max_chars": (1000, "Longer instructions are rejected as bad input."),
@@ -97,6 +115,13 @@ class PolicyNodeParams:
     max_step_change: tuple[float, ...]
     image_timeout_s: float
     max_step_latency_s: float
+    mask_topics: tuple[str, ...]
+    mask_stamp_tolerance_s: float
+    proprio_topic: str
+    proprio_msg_type: str
+    proprio_joint_names: tuple[str, ...]
+    proprio_timeout_s: float
+    new_frames_only: bool
     ee_pose_topic: str
     ee_pose_timeout_s: float
     instruction_max_chars: int
@@ -120,6 +145,19 @@ class PolicyNodeParams:
                             f"{len(self.camera_names)} camera_names")
         if len(set(self.camera_topics)) != len(self.camera_topics):
             problems.append(f"'camera_topics' has duplicates: {list(self.camera_topics)}")
+        if self.mask_topics and len(self.mask_topics) != len(self.camera_names):
+            problems.append(f"'mask_topics' has {len(self.mask_topics)} entries for {len(self.camera_names)} "
+                            f"camera_names {list(self.camera_names)} (one mask topic per camera, same order)")
+        if len(set(self.mask_topics)) != len(self.mask_topics) or set(self.mask_topics) & set(self.camera_topics):
+            problems.append(f"'mask_topics' must be distinct topics, none of them a camera topic: {list(self.mask_topics)}")
+        if not (math.isfinite(self.mask_stamp_tolerance_s) and self.mask_stamp_tolerance_s >= 0):
+            problems.append(f"'mask_stamp_tolerance_s' must be a finite number >= 0, got {self.mask_stamp_tolerance_s}")
+        if self.proprio_msg_type not in PROPRIO_MSG_TYPES:
+            problems.append(f"'proprio_msg_type' is {self.proprio_msg_type!r}: must be one of {list(PROPRIO_MSG_TYPES)}")
+        if self.proprio_joint_names and (self.proprio_msg_type != "joint_state" or not self.proprio_topic):
+            problems.append("'proprio_joint_names' only applies with a 'proprio_topic' of proprio_msg_type 'joint_state'")
+        if len(set(self.proprio_joint_names)) != len(self.proprio_joint_names):
+            problems.append(f"'proprio_joint_names' has duplicates: {list(self.proprio_joint_names)}")
         if self.transport not in ("raw", "compressed"):
             problems.append(f"'transport' is {self.transport!r}: must be 'raw' or 'compressed'")
         if self.image_size and (len(self.image_size) != 2 or min(self.image_size) <= 0):
@@ -130,7 +168,7 @@ class PolicyNodeParams:
             problems.append(f"'image_size' {list(self.image_size)} has more pixels than max_image_pixels="
                             f"{self.max_image_pixels}: every frame would be refused")
         for name in ("control_rate_hz", "image_timeout_s", "max_step_latency_s", "ee_pose_timeout_s",
-                     "status_rate_hz"):
+                     "proprio_timeout_s", "status_rate_hz"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 problems.append(f"'{name}' must be a finite number > 0, got {value}")
@@ -157,18 +195,7 @@ class PolicyNodeParams:
     def from_values(cls, values: Mapping[str, Any]) -> "PolicyNodeParams":
         """From a name -> value mapping (a ros__parameters dict): missing names take their default
         (arrays: empty); unknown names raise ValueError listing the valid ones."""
-        unknown = sorted(set(values) - set(PARAMETERS))
-        if unknown:
-            raise ValueError(f"unknown parameter(s) {unknown}; valid parameters: {sorted(PARAMETERS)}")
-        resolved: dict[str, Any] = {}
-        for f in fields(cls):
-            default = PARAMETERS[f.name][0]
-            value = values.get(f.name)
-            if default in ARRAY_TYPES:
-                resolved[f.name] = tuple(value) if value is not None else ()
-            else:
-                resolved[f.name] = default if value is None else value
-        return cls(**resolved)
+        return cls(**resolve_values(PARAMETERS, values, [f.name for f in fields(cls)]))
 
     @property
     def image_hw(self) -> tuple[int, int] | None:
@@ -182,6 +209,24 @@ class PolicyNodeParams:
     @property
     def torch_threads(self) -> int:
         return resolve_torch_threads(self.cpu_threads)
+
+
+def resolve_values(table: Mapping[str, tuple[Any, str]], values: Mapping[str, Any],
+                   names: Sequence[str]) -> dict[str, Any]:
+    """`values` completed from `table` for the fields `names`: missing names take their default,
+    arrays become tuples (missing: empty); unknown names raise ValueError listing the valid ones."""
+    unknown = sorted(set(values) - set(table))
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {unknown}; valid parameters: {sorted(table)}")
+    resolved: dict[str, Any] = {}
+    for name in names:
+        default = table[name][0]
+        value = values.get(name)
+        if default in ARRAY_TYPES:
+            resolved[name] = tuple(value) if value is not None else ()
+        else:
+            resolved[name] = default if value is None else value
+    return resolved
 
 
 def resolve_cameras(values: Mapping[str, Any], checkpoint_cameras: Sequence[str] | None) -> dict[str, Any]:
@@ -200,9 +245,14 @@ def resolve_cameras(values: Mapping[str, Any], checkpoint_cameras: Sequence[str]
 def coerce_value(name: str, value: Any) -> Any:
     """`value` in the exact type rcl will declare `name` with (10 -> 10.0 for a double, array
     items likewise), so a parameters file written from Python loads without a type error."""
-    if name not in PARAMETERS:
-        raise ValueError(f"unknown parameter {name!r}; valid parameters: {sorted(PARAMETERS)}")
-    default = PARAMETERS[name][0]
+    return coerce_table_value(PARAMETERS, name, value)
+
+
+def coerce_table_value(table: Mapping[str, tuple[Any, str]], name: str, value: Any) -> Any:
+    """coerce_value for the parameter table of any node."""
+    if name not in table:
+        raise ValueError(f"unknown parameter {name!r}; valid parameters: {sorted(table)}")
+    default = table[name][0]
     item = {STRING_ARRAY: str, INTEGER_ARRAY: int, DOUBLE_ARRAY: float}.get(default) if isinstance(default, str) else None
     if item is not None:
         return [item(v) for v in value]

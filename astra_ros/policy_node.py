@@ -22,7 +22,10 @@ Threads (why: docs/DEPLOYMENT.md, "Threads and executor"):
 
 Topics (relative names: namespace and remap as usual):
   in:  <camera_topics> (Image or CompressedImage, sensor-data QoS), instruction (std_msgs/String,
-       reliable + transient-local), <ee_pose_topic> (PoseStamped, delta action spaces)
+       reliable + transient-local), <ee_pose_topic> (PoseStamped, delta action spaces),
+       <mask_topics> (Image mono16/mono8 instance labels, one per camera, paired with the frame of
+       the same stamp; object-token checkpoints), <proprio_topic> (JointState or PoseStamped;
+       checkpoints with proprioception)
   out: target_pose (PoseStamped) + gripper_command (GripperCommand)   for pose6d action spaces
        pick_place (PickPlaceSE2)                                      for discrete_se2
        action_segment (ActionSegment, every step, also in dry_run), status (PolicyStatus)
@@ -31,7 +34,6 @@ Topics (relative names: namespace and remap as usual):
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import threading
@@ -42,24 +44,24 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-import rclpy
 from geometry_msgs.msg import PoseStamped
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.clock import Clock, ClockType
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.signals import SignalHandlerOptions
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from astra_ros.checkpoint_params import check_against_checkpoint, read_checkpoint_info
 from astra_ros.cpu_scheduling import set_realtime_priority, set_torch_threads
 from astra_ros.frame_buffer import FrameBuffer, FrameSet, Staleness
-from astra_ros.image_conversion import ImageConversionError, to_rgb
+from astra_ros.image_conversion import ImageConversionError, image_to_labels, to_rgb
 from astra_ros.inference_worker import InferenceWorker
 from astra_ros.instruction import INSTRUCTION_PROBLEMS, InstructionError, check_instruction
 from astra_ros.msg import ActionSegment, GripperCommand, PickPlaceSE2, PolicyStatus, SE2Pose
+from astra_ros.node_main import init_ros, run_until_shutdown
 from astra_ros.params import PolicyNodeParams, resolve_cameras
 from astra_ros.pose_conversion import POSE_DIMS, pose_to_xyzrpy, set_pose_from_xyzrpy, stamp_to_seconds
+from astra_ros.proprio import JointStateSelector, proprio_from_pose
 from astra_ros.qos import COMMAND_QOS, INSTRUCTION_QOS, SENSOR_QOS, STATUS_QOS
 from astra_ros.ros_parameters import declare_parameters, read_parameter_values
 from astra_ros.safety import SafetyLimits, filter_command, late_command_reason, wrap_angle
@@ -70,9 +72,14 @@ NODE_NAME = "astra_policy"
 LATENCY_WINDOW = 10_000
 SUMMARY_PREFIX = "astra_policy summary: "
 # Problem kinds that are rejected input (PolicyStatus.bad_messages): image kinds from
-# astra_core.imaging, instruction kinds, and a bad end-effector pose.
+# astra_core.imaging, the same for masks (prefixed "mask_"), instruction kinds, and a bad
+# end-effector pose or proprioception message.
 IMAGE_PROBLEMS = ("encoding", "size", "empty", "step", "decode", "format", "too_large")
-BAD_INPUT_PROBLEMS = IMAGE_PROBLEMS + INSTRUCTION_PROBLEMS + ("ee_pose",)
+MASK_PROBLEMS = tuple(f"mask_{kind}" for kind in IMAGE_PROBLEMS)
+BAD_INPUT_PROBLEMS = IMAGE_PROBLEMS + MASK_PROBLEMS + INSTRUCTION_PROBLEMS + ("ee_pose", "proprio")
+# How long `stop` waits for a step already running, so that no command of the ended episode goes
+# out after `stop` answered (a caller may reset the robot or simulator right after).
+STOP_WAIT_S = 5.0
 
 # Frames reach the policy as read-only views of the message buffers (no copy); the runtime only
 # reads them (torch.stack copies), so torch's "non-writable array" warning is noise here.
@@ -86,6 +93,7 @@ class StepJob:
     instruction: str
     episode: int  # bumped by every new instruction / stop; the worker resets the policy on change
     ee_pose: np.ndarray | None  # (6,) x y z roll pitch yaw, fresh, or None
+    proprio: np.ndarray | None = None  # the checkpoint's proprioception vector, fresh, or None
 
 
 def load_policy(params: PolicyNodeParams):
@@ -129,6 +137,10 @@ class PolicyNode(LifecycleNode):
         self._hold_reason = "not configured"
         self._withheld = ""  # why the latest step's command was withheld at publish time ("" once one goes out)
         self._ee_pose: tuple[np.ndarray, float] | None = None  # (pose (6,), monotonic receive time)
+        self._proprio: tuple[np.ndarray, float] | None = None  # (values, monotonic receive time)
+        self._read_proprio = None  # message -> the checkpoint's proprioception vector (configure)
+        self._episode_start_s = 0.0  # monotonic arrival of the instruction (new_frames_only)
+        self._last_stamps: dict[str, float] = {}  # camera -> frame stamp of the newest step (new_frames_only)
         self._last_executed: np.ndarray | None = None  # absolute command last executed
         self._step = 0
         self.overruns = 0  # ticks skipped because the previous step was still running
@@ -143,9 +155,11 @@ class PolicyNode(LifecycleNode):
         self._publish_times: deque[float] = deque(maxlen=50)
 
         # Status and services exist in every lifecycle state, so a failed configure is visible.
+        # The status timer runs on the steady clock: with use_sim_time a paused (or not yet
+        # started) simulation stops ROS time, and must not silence the health report too.
         self._status_pub = self.create_publisher(PolicyStatus, "status", STATUS_QOS)
         self._status_timer = self.create_timer(1.0 / float(self.get_parameter("status_rate_hz").value),
-                                               self._publish_status)
+                                               self._publish_status, clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.create_service(Trigger, "pause", self._on_pause)
         self.create_service(Trigger, "resume", self._on_resume)
         self.create_service(Trigger, "stop", self._on_stop)
@@ -187,6 +201,9 @@ class PolicyNode(LifecycleNode):
             else:
                 self.realtime_priority = params.realtime_priority
         policy, device = load_policy(params)
+        if policy.needs_masks != bool(params.mask_topics) or bool(policy.proprio_dim) != bool(params.proprio_topic):
+            raise ValueError("the loaded model's inputs differ from its config.yaml (masks "
+                             f"{policy.needs_masks}, proprioception {policy.proprio_dim}): corrupt checkpoint?")
         spec = policy.action_space.spec
         if spec.frame == "delta":
             if spec.kind == "discrete_se2":
@@ -201,7 +218,11 @@ class PolicyNode(LifecycleNode):
         self._limits = self._build_limits(params, policy.action_space)
         self._warm_up(policy, params)
         self._params, self._policy = params, policy
-        self._frames = FrameBuffer(params.camera_names, params.image_timeout_s)
+        self._frames = FrameBuffer(params.camera_names, params.image_timeout_s, with_masks=bool(params.mask_topics),
+                                   stamp_tolerance_s=params.mask_stamp_tolerance_s)
+        if params.proprio_topic:
+            self._read_proprio = (proprio_from_pose if params.proprio_msg_type == "pose" else
+                                  JointStateSelector(params.proprio_joint_names or policy.model.proprio_stats.names))
         self._create_inputs(params)
 
         pub = self.create_lifecycle_publisher
@@ -215,17 +236,26 @@ class PolicyNode(LifecycleNode):
             f"configured: checkpoint {params.checkpoint} on {device}, torch intra-op threads {self.torch_threads} "
             f"(cpu_threads={params.cpu_threads}), scheduling "
             f"{f'SCHED_FIFO {self.realtime_priority}' if self.realtime_priority else 'normal'}, action space {spec.kind}/{spec.frame}, cameras "
-            f"{list(params.camera_names)} via {params.transport} on {list(params.camera_topics)}, "
+            f"{list(params.camera_names)} via {params.transport} on {list(params.camera_topics)}, masks "
+            f"{list(params.mask_topics) or 'none'}, proprioception {params.proprio_topic or 'none'}"
+            f"{f' ({params.proprio_msg_type})' if params.proprio_topic else ''}, new_frames_only={params.new_frames_only}, "
             f"{params.control_rate_hz} Hz, dry_run={params.dry_run}, limits lower={self._limits.lower.tolist()} "
             f"upper={self._limits.upper.tolist()} max_step={self._limits.max_step.tolist()}")
 
     def _create_inputs(self, params: PolicyNodeParams) -> None:
         """One subscription per input; each callback checks, converts and stores, nothing else.
-        A new input kind (e.g. detections, proprioception) adds its subscription here, a store
-        the tick reads, and a freshness rule in _hold_reason_locked."""
+        A new input kind (e.g. detections) adds its subscription here, a store the tick reads,
+        and a freshness rule in _hold_reason_locked."""
         msg_type = CompressedImage if params.transport == "compressed" else Image
         for camera, topic in zip(params.camera_names, params.camera_topics):
             self._inputs.append(self.create_subscription(msg_type, topic, self._make_image_callback(camera),
+                                                         SENSOR_QOS))
+        for camera, topic in zip(params.camera_names, params.mask_topics):
+            self._inputs.append(self.create_subscription(Image, topic, self._make_image_callback(camera, masks=True),
+                                                         SENSOR_QOS))
+        if params.proprio_topic:
+            proprio_type = PoseStamped if params.proprio_msg_type == "pose" else JointState
+            self._inputs.append(self.create_subscription(proprio_type, params.proprio_topic, self._on_proprio,
                                                          SENSOR_QOS))
         self._inputs.append(self.create_subscription(String, "instruction", self._on_instruction, INSTRUCTION_QOS))
         if params.ee_pose_topic:
@@ -254,9 +284,15 @@ class PolicyNode(LifecycleNode):
             return
         h, w = params.image_hw or (224, 224)
         blank = {cam: np.zeros((h, w, 3), np.uint8) for cam in params.camera_names}
+        masks = None
+        if policy.needs_masks:  # one object in the middle: a pointer readout needs a token to point at
+            mask = np.zeros((h, w), np.uint16)
+            mask[h // 3: 2 * h // 3, w // 3: 2 * w // 3] = 1
+            masks = {cam: mask for cam in params.camera_names}
+        proprio = np.array(policy.model.proprio_stats.mean) if policy.proprio_dim else None
         policy.reset("warm up")
         for _ in range(params.warmup_steps):
-            out = policy.step(blank)
+            out = policy.step(blank, masks, proprio)
             policy.record_executed(out.values)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -303,6 +339,7 @@ class PolicyNode(LifecycleNode):
             self.destroy_lifecycle_publisher(publisher)
         self._outputs.clear()
         self._policy = self._params = self._limits = self._frames = None
+        self._read_proprio = self._proprio = None
 
     def shutdown(self) -> None:
         """Stop the control timer and the worker thread (main, on exit, whatever the lifecycle state)."""
@@ -325,6 +362,7 @@ class PolicyNode(LifecycleNode):
             "handoff_ms": self.handoff_latency.summary(),
             "publish_ms": self.publish_latency.summary(),
             "frames_received": sum(frames.received.values()) if frames else 0,
+            "masks_received": sum(frames.masks_received.values()) if frames else 0,
             "frames_unused": sum(frames.unused.values()) if frames else 0,
             "stale_ticks": frames.stale_ticks if frames else 0,
             "late_commands": self.problems.counts["late_command"],
@@ -335,19 +373,32 @@ class PolicyNode(LifecycleNode):
 
     # -- inputs ---------------------------------------------------------------------------------
 
-    def _make_image_callback(self, camera: str):
-        def on_image(msg) -> None:
+    def _make_image_callback(self, camera: str, masks: bool = False):
+        """Callback of one camera's frames (or, `masks`, of its instance masks): decode, check, store."""
+        decode, refuse, put = ((image_to_labels, "refuse_mask", "put_mask") if masks else (to_rgb, "refuse", "put"))
+        kind_prefix, source = ("mask_", f"mask of camera '{camera}'") if masks else ("", f"camera '{camera}'")
+
+        def on_message(msg) -> None:
             frames, params = self._frames, self._params
             if frames is None or params is None:
                 return
             try:
-                image = to_rgb(msg, params.image_hw, max_pixels=params.max_image_pixels or None)
+                data = decode(msg, params.image_hw, max_pixels=params.max_image_pixels or None)
             except ImageConversionError as err:
-                frames.refuse(camera, err.kind)
-                self.problems.report(err.kind, f"camera '{camera}': {err}")
+                getattr(frames, refuse)(camera, err.kind)
+                self.problems.report(kind_prefix + err.kind, f"{source}: {err}")
                 return
-            frames.put(camera, image, stamp_to_seconds(msg.header.stamp))
-        return on_image
+            getattr(frames, put)(camera, data, stamp_to_seconds(msg.header.stamp))
+        return on_message
+
+    def _on_proprio(self, msg) -> None:
+        try:
+            values = self._read_proprio(msg)
+        except (ValueError, TypeError) as err:
+            self.problems.report("proprio", f"bad proprioception on {self._params.proprio_topic}: {err}")
+            return
+        with self._lock:
+            self._proprio = (values, time.monotonic())
 
     def _on_instruction(self, msg: String) -> None:
         limit = self._params.instruction_max_chars if self._params else 1000
@@ -359,6 +410,8 @@ class PolicyNode(LifecycleNode):
         with self._lock:
             self._instruction = text
             self._episode += 1
+            self._episode_start_s = time.monotonic()
+            self._last_stamps = {}
             self._last_executed = None
             self._withheld = ""
         self.get_logger().info(f"new instruction (history reset): {text!r}")
@@ -393,7 +446,13 @@ class PolicyNode(LifecycleNode):
             self._paused = False
             self._last_executed = None
             self._withheld = ""
-        response.success, response.message = True, "stopped: episode ended, waiting for a new instruction"
+        # A step that passed its last check before the stop may still be publishing: answer only
+        # once it is done, so a caller that resets the robot next gets no command of this episode.
+        worker = self._worker
+        idle = worker is None or worker.wait_idle(STOP_WAIT_S)
+        response.success = True
+        response.message = "stopped: episode ended, waiting for a new instruction" + (
+            "" if idle else f" (a step was still running after {STOP_WAIT_S}s; it will be dropped)")
         return response
 
     # -- control loop ---------------------------------------------------------------------------
@@ -407,9 +466,12 @@ class PolicyNode(LifecycleNode):
             if reason:
                 return
             ee_pose = self._ee_pose[0] if self._ee_pose is not None else None
-            job = StepJob(frames_or_stale, tick_s, self._instruction, self._episode, ee_pose)  # type: ignore[arg-type]
-        if self._worker is None or not self._worker.submit(job):
-            self.overruns += 1
+            proprio = self._proprio[0] if self._proprio is not None else None
+            job = StepJob(frames_or_stale, tick_s, self._instruction, self._episode, ee_pose, proprio)  # type: ignore[arg-type]
+            if self._worker is None or not self._worker.submit(job):
+                self.overruns += 1
+            else:
+                self._last_stamps = dict(frames_or_stale.stamps_s)  # type: ignore[union-attr]
 
     def _hold_reason_locked(self, frames: FrameSet | Staleness, now_s: float) -> str:
         """Empty string: a step may run. Otherwise why not (shown in the status message)."""
@@ -425,6 +487,16 @@ class PolicyNode(LifecycleNode):
             age = now_s - self._ee_pose[1]
             if age > self._params.ee_pose_timeout_s:
                 return f"stale end-effector pose: last one {age:.2f}s old"
+        if self._params is not None and self._params.proprio_topic:
+            if self._proprio is None:
+                return f"no proprioception on {self._params.proprio_topic}"
+            age = now_s - self._proprio[1]
+            if age > self._params.proprio_timeout_s:
+                return f"stale proprioception: last message {age:.2f}s old"
+        if self._params is not None and self._params.new_frames_only:
+            waiting = frames.not_new(self._last_stamps, self._episode_start_s)
+            if waiting:
+                return f"waiting for new frames: {', '.join(waiting)}"
         return ""
 
     def _run_step(self, job: StepJob) -> None:
@@ -443,7 +515,7 @@ class PolicyNode(LifecycleNode):
             self.reset_latency.add(reset_ms)
         # Memory is bounded by the runtime: at most max_timesteps segments, then it keeps the
         # newest history_length of them (see astra_core/runtime.py).
-        out = policy.step(job.frames.images)
+        out = policy.step(job.frames.images, job.frames.masks, job.proprio)
         model_done_s = time.monotonic()
         self.model_latency.add(out.latency_ms)
         proposal = np.asarray(out.values, dtype=np.float64)
@@ -469,13 +541,15 @@ class PolicyNode(LifecycleNode):
 
         with self._lock:
             paused = self._paused or job.episode != self._episode  # changed while the model ran
+            # stamped under the same lock as the check: a command stamped before a `stop` answered
+            # belongs to the ended episode (the simulator bridge refuses such stale commands)
+            now = self.get_clock().now()
         now_s = time.monotonic()
         late = late_command_reason(job.frames.age_s(now_s), now_s - job.tick_s, params.image_timeout_s,
                                    params.max_step_latency_s)
         if late:
             self.problems.report("late_command", late)
         send = not params.dry_run and not paused and not late
-        now = self.get_clock().now()
         stamp = now.to_msg()
         if send:
             self._publish_command(kind, result.command, stamp)
@@ -600,45 +674,21 @@ class PolicyNode(LifecycleNode):
 def main(args: list[str] | None = None) -> int:
     """Run the node until SIGINT/SIGTERM; exit 0 after printing the summary, however many signals."""
     argv = list(args if args is not None else sys.argv)
-    # rclpy's handlers would turn each SIGINT into a KeyboardInterrupt: ShutdownRequest takes them
-    rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
+    init_ros(argv)
     node = PolicyNode(argv)
-    shutdown = ShutdownRequest(lambda name, count: node.get_logger().info(
-        f"{name}: shutting down" if count == 1 else f"{name} again ({count}): already shutting down"))
-    shutdown.install()
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    spin = threading.Thread(target=_spin, args=(executor, shutdown), name="astra_executor", daemon=True)
-    try:
-        if node.get_parameter("autostart").value:
-            node.trigger_configure()
-            if node._state == "inactive" and not shutdown.requested:
-                node.trigger_activate()
-            elif node._state != "inactive":
-                node.get_logger().error(
-                    "autostart: configure failed, staying unconfigured (see the status topic and the error above)")
-        spin.start()
-        shutdown.wait(also_stop=lambda: not spin.is_alive())
-    finally:
-        node.shutdown()  # control timer and inference worker first: the counters are final after this
-        executor.shutdown()
-        if spin.is_alive():
-            spin.join(5.0)
-        # one machine-readable line for operators and for astra_ros.bench_node (strict JSON)
-        print(SUMMARY_PREFIX + json.dumps(node.summary(), allow_nan=False), flush=True)
-        node.destroy_node()
-        rclpy.try_shutdown(uninstall_handlers=False)  # uninstalling would restore handlers that kill on a late SIGINT
-        shutdown.absorb_further_signals()
-    return 0
 
+    def autostart(shutdown: ShutdownRequest) -> None:
+        if not node.get_parameter("autostart").value:
+            return
+        node.trigger_configure()
+        if node._state == "inactive" and not shutdown.requested:
+            node.trigger_activate()
+        elif node._state != "inactive":
+            node.get_logger().error(
+                "autostart: configure failed, staying unconfigured (see the status topic and the error above)")
 
-def _spin(executor: SingleThreadedExecutor, shutdown: ShutdownRequest) -> None:
-    try:
-        executor.spin()
-    except ExternalShutdownException:
-        pass
-    finally:
-        shutdown.request()  # the executor ended (context shut down elsewhere): stop the process too
+    # node.shutdown first: control timer and inference worker stop, so the counters are final
+    return run_until_shutdown(node, SUMMARY_PREFIX, node.summary, start=autostart, stop=node.shutdown)
 
 
 if __name__ == "__main__":

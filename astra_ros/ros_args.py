@@ -43,9 +43,19 @@ def _node_key_matches(key: str, fully_qualified_name: str) -> bool:
     return fnmatchcase(fully_qualified_name, pattern) or fnmatchcase(fully_qualified_name, key.replace("/**", ""))
 
 
+class _ParamsFileLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that also reads `!!python/tuple` sequences as lists: launch_ros writes the
+    dicts of a launch file's `parameters=[...]` with yaml.dump, which tags its tuples so, and
+    rcl's parser reads them as plain sequences."""
+
+
+_ParamsFileLoader.add_constructor("tag:yaml.org,2002:python/tuple",
+                                  lambda loader, node: loader.construct_sequence(node))
+
+
 def _file_arrays(path: str, fully_qualified_name: str) -> dict[str, object]:
     try:
-        document = yaml.safe_load(Path(path).read_text())
+        document = yaml.load(Path(path).read_text(), Loader=_ParamsFileLoader)  # noqa: S506 (a safe loader)
     except (OSError, yaml.YAMLError):
         return {}  # rcl reports unreadable files itself
     values: dict[str, object] = {}

@@ -1,8 +1,9 @@
-"""Declaring and reading the policy node's parameters (the table lives in params.py)."""
+"""Declaring and reading a node's parameters from its table: the policy node's (params.py) by
+default, the simulator bridge's (bridge_params.py) likewise."""
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.exceptions import ParameterUninitializedException
@@ -19,13 +20,16 @@ _ARRAY_TYPES = {STRING_ARRAY: Parameter.Type.STRING_ARRAY, INTEGER_ARRAY: Parame
 _BUILTIN_PREFIXES = ("use_sim_time", "qos_overrides.", "start_type_description_service")
 
 
-def declare_parameters(node: Node) -> None:
-    for name, (default, description) in PARAMETERS.items():
+ParameterTable = Mapping[str, tuple[Any, str]]  # name -> (default or array type tag, description)
+
+
+def declare_parameters(node: Node, table: ParameterTable = PARAMETERS) -> None:
+    for name, (default, description) in table.items():
         node.declare_parameter(name, _ARRAY_TYPES.get(default, default),
                                ParameterDescriptor(description=description, read_only=True))
 
 
-def unknown_parameter_names(node: Node) -> list[str]:
+def unknown_parameter_names(node: Node, table: ParameterTable = PARAMETERS) -> list[str]:
     """Overrides given for this node (params file / -p) that match no declared parameter.
 
     rclpy silently ignores such overrides; a typo in the YAML would then run with a default,
@@ -34,23 +38,24 @@ def unknown_parameter_names(node: Node) -> list[str]:
     """
     overrides = getattr(node, "_parameter_overrides", {}) or {}
     return sorted(name for name in overrides
-                  if name not in PARAMETERS and not name.startswith(_BUILTIN_PREFIXES))
+                  if name not in table and not name.startswith(_BUILTIN_PREFIXES))
 
 
-def read_parameter_values(node: Node, argv: Sequence[str] = ()) -> tuple[dict[str, Any], set[str]]:
+def read_parameter_values(node: Node, argv: Sequence[str] = (),
+                          table: ParameterTable = PARAMETERS) -> tuple[dict[str, Any], set[str]]:
     """-> (name -> value of every declared parameter, array parameters emptied with `[]` in argv).
 
     Values are not validated here (PolicyNodeParams does that, after the cameras are filled in
     from the checkpoint). Arrays that rcl dropped because they were given as `[]` are read as
     empty (see ros_args.py); the second item names them so the node can say so in its log.
     Raises ValueError on unknown parameter names, listing the valid ones."""
-    unknown = unknown_parameter_names(node)
+    unknown = unknown_parameter_names(node, table)
     if unknown:
-        raise ValueError(f"unknown parameter(s) {unknown}; valid parameters: {sorted(PARAMETERS)}")
-    arrays = [name for name, (default, _) in PARAMETERS.items() if default in _ARRAY_TYPES]
+        raise ValueError(f"unknown parameter(s) {unknown}; valid parameters: {sorted(table)}")
+    arrays = [name for name, (default, _) in table.items() if default in _ARRAY_TYPES]
     emptied = emptied_array_parameters(argv, node.get_fully_qualified_name(), arrays)
     values: dict[str, Any] = {}
-    for name in PARAMETERS:
+    for name in table:
         try:
             value = node.get_parameter(name).value
         except ParameterUninitializedException:

@@ -46,8 +46,11 @@ def module_domain_id() -> int:
     return 110 + next(_module_domains) % 120
 
 
-def make_checkpoint(directory: Path, kind: str, cameras: list[str] | None = None) -> Path:
-    """A tiny-preset checkpoint with random weights; `cameras` default: the preset's [front, wrist]."""
+def make_checkpoint(directory: Path, kind: str, cameras: list[str] | None = None, *, state_tokens: str = "pooled",
+                    proprio_names: tuple[str, ...] = (), bounds: tuple | None = None) -> Path:
+    """A tiny-preset checkpoint with random weights; `cameras` default: the preset's [front, wrist].
+    `state_tokens="objects"` makes it take an instance mask per camera, `proprio_names` a
+    proprioception vector; `bounds` = (low, high) replaces the action range (e.g. an env's)."""
     from astra_core.action_space import POSE6D_DIMS, SE2_DIMS, ActionStats
     from astra_core.checkpoint import save_checkpoint
     from astra_core.model import Astra, AstraConfig
@@ -55,6 +58,9 @@ def make_checkpoint(directory: Path, kind: str, cameras: list[str] | None = None
     cfg_dict = yaml.safe_load((REPO_ROOT / "astra_core" / "presets" / "tiny.yaml").read_text())
     if cameras is not None:
         cfg_dict["cameras"] = list(cameras)
+    if state_tokens != "pooled":
+        cfg_dict["state_tokens"] = state_tokens
+        cfg_dict["vision"]["pooling"] = "avg"  # spatial-softmax keypoints are for one pooled token
     if kind == "continuous_pose6d_delta":  # offsets from the current end-effector pose
         cfg_dict["action_space"] = {"kind": "continuous_pose6d", "frame": "delta"}
         names = POSE6D_DIMS
@@ -63,15 +69,47 @@ def make_checkpoint(directory: Path, kind: str, cameras: list[str] | None = None
         cfg_dict["action_space"] = {"kind": "discrete_se2", "num_bins": 64}
         names, lo, hi = SE2_DIMS, [-0.4, -0.4, -math.pi] * 2, [0.4, 0.4, math.pi] * 2
     else:
+        if kind == "continuous_pose6d":
+            cfg_dict["action_space"] = {"kind": "continuous_pose6d"}
         names = POSE6D_DIMS
         lo = [-0.3, -0.3, 0.0, -math.pi, -math.pi, -math.pi, 0.0]
         hi = [0.3, 0.3, 0.5, math.pi, math.pi, math.pi, 1.0]
+    if bounds is not None:
+        lo, hi = [float(v) for v in bounds[0]], [float(v) for v in bounds[1]]
     stats = ActionStats(names=list(names), min=lo, max=hi, mean=[(a + b) / 2 for a, b in zip(lo, hi)],
-                        std=[(b - a) / 4 for a, b in zip(lo, hi)], count=1000)
+                        std=[(b - a) / 4 + 1e-3 for a, b in zip(lo, hi)], count=1000)
+    proprio_stats = None
+    if proprio_names:
+        cfg_dict["proprio_dim"] = len(proprio_names)
+        n = len(proprio_names)
+        proprio_stats = ActionStats(names=list(proprio_names), min=[-1.0] * n, max=[1.0] * n, mean=[0.0] * n,
+                                    std=[0.5] * n, count=1000)
     import torch
 
     torch.manual_seed(0)  # random init is enough: the node tests check plumbing, not skill
-    return save_checkpoint(directory, Astra(AstraConfig.from_dict(cfg_dict), stats))
+    return save_checkpoint(directory, Astra(AstraConfig.from_dict(cfg_dict), stats, proprio_stats))
+
+
+def make_tabletop_checkpoint(directory: Path, env_options: dict) -> Path:
+    """An untrained checkpoint of the shipped tabletop configuration (object tokens from masks,
+    pointer readout over the env's calibrated cameras): what `make run` evaluates, minus training."""
+    from astra_core.action_space import SE2_DIMS, ActionStats
+    from astra_core.checkpoint import save_checkpoint
+    from astra_core.model import Astra, AstraConfig
+    from astra_sim.env import make_env
+
+    env = make_env("tabletop", **env_options)
+    cfg = yaml.safe_load((REPO_ROOT / "astra_core" / "presets" / "tabletop_objects.yaml").read_text())
+    calibration = env.sensor_info()["calibration"]
+    cfg["calibration"] = {cam: calibration[cam]["table_homography"] for cam in cfg["cameras"]}
+    cfg["vision"]["image_size"] = env.image_size[0]
+    lo, hi = env.action_bounds
+    stats = ActionStats(names=list(SE2_DIMS), min=lo.tolist(), max=hi.tolist(), mean=((lo + hi) / 2).tolist(),
+                        std=((hi - lo) / 4).tolist(), count=1000)
+    import torch
+
+    torch.manual_seed(0)
+    return save_checkpoint(directory, Astra(AstraConfig.from_dict(cfg), stats))
 
 
 class NodeProcess:
@@ -181,6 +219,15 @@ class RosPeer:
     def stream(self, frames: dict[str, Callable[[], object]], rate_hz: float) -> None:
         """Publish make() on each topic at rate_hz until stop_stream(); `frames` can be changed later."""
         self.set_streams(frames)
+        self._start_stream(lambda items: [(topic, make()) for topic, make in items], rate_hz)
+
+    def stream_observations(self, make: Callable[[object], list[tuple[str, object]]], rate_hz: float) -> None:
+        """Publish make(stamp) -> [(topic, message), ...] at rate_hz until stop_stream(): one stamp
+        per cycle, so that e.g. a frame and its mask can carry the same header stamp."""
+        self.set_streams({})
+        self._start_stream(lambda items: make(self.now()), rate_hz)
+
+    def _start_stream(self, produce: Callable[[list], list[tuple[str, object]]], rate_hz: float) -> None:
         self._stop_stream.clear()
 
         def loop() -> None:
@@ -189,8 +236,7 @@ class RosPeer:
             while not self._stop_stream.is_set():
                 with self._stream_lock:
                     items = list(self._streaming.items())
-                for topic, make in items:
-                    msg = make()
+                for topic, msg in produce(items):
                     self.camera_publisher(topic, type(msg)).publish(msg)
                 next_t += period
                 time.sleep(max(0.0, next_t - time.monotonic()))
@@ -219,13 +265,16 @@ class RosPeer:
     def call_trigger(self, service: str, timeout_s: float = 10.0):
         from std_srvs.srv import Trigger
 
-        client = self.node.create_client(Trigger, service)
+        return self.call(Trigger, service, Trigger.Request(), timeout_s)
+
+    def call(self, srv_type, service: str, request, timeout_s: float = 10.0):
+        """Call a service and wait for its answer (woken by the answer, not by polling)."""
+        client = self.node.create_client(srv_type, service)
         assert client.wait_for_service(timeout_sec=timeout_s), f"service {service} not available"
-        future = client.call_async(Trigger.Request())
-        deadline = time.monotonic() + timeout_s
-        while not future.done() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert future.done(), f"service {service} did not answer within {timeout_s}s"
+        answered = threading.Event()
+        future = client.call_async(request)
+        future.add_done_callback(lambda _: answered.set())
+        assert answered.wait(timeout_s), f"service {service} did not answer within {timeout_s}s"
         self.node.destroy_client(client)
         return future.result()
 

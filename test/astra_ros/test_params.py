@@ -9,17 +9,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from astra_ros.params import PARAMETERS, PolicyNodeParams, resolve_torch_threads
+from astra_ros.params import ARRAY_TYPES, PARAMETERS, PolicyNodeParams, resolve_torch_threads
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def valid(**changes) -> PolicyNodeParams:
-    base = dict(checkpoint="/ckpt", camera_names=("front", "wrist"), camera_topics=("/a", "/b"), transport="raw",
-                image_size=(), max_image_pixels=2_073_600, control_rate_hz=10.0, history_length=0, device="auto", output_frame="base_link",
-                workspace_lower=(), workspace_upper=(), max_step_change=(), image_timeout_s=0.5,
-                max_step_latency_s=0.3, ee_pose_topic="", ee_pose_timeout_s=0.5, instruction_max_chars=1000, dry_run=True,
-                autostart=True, status_rate_hz=1.0, cpu_threads=0, realtime_priority=0, warmup_steps=2)
+    """Valid parameters (the table's defaults plus cameras) with `changes`, built field by field."""
+    base = {name: (() if default in ARRAY_TYPES else default)
+            for name, (default, _) in PARAMETERS.items()}
+    base.update(checkpoint="/ckpt", camera_names=("front", "wrist"), camera_topics=("/a", "/b"))
     base.update(changes)
     return PolicyNodeParams(**base)
 

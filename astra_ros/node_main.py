@@ -1,0 +1,67 @@
+"""The process around one Astra node: init, one executor thread, clean exit on SIGINT/SIGTERM.
+
+Shared by the policy node and the simulator bridge (their `main`s only build the node):
+  * rclpy is initialised without its signal handlers: `ShutdownRequest` takes SIGINT/SIGTERM,
+    so the second SIGINT that `ros2 launch` sends on Ctrl-C is absorbed and the process exits 0;
+  * one SingleThreadedExecutor thread runs every callback (rclpy 9.1's MultiThreadedExecutor
+    busy-resubmits callbacks, see docs/DEPLOYMENT.md "Threads and executor");
+  * the main thread only waits; on exit it stops the node's own threads, then prints one
+    strict-JSON summary line (`<prefix>{...}`) for operators and benchmarks.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Callable, Sequence
+
+import rclpy
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
+
+from astra_ros.shutdown_signals import ShutdownRequest
+
+
+def init_ros(argv: Sequence[str]) -> None:
+    """rclpy.init without rclpy's signal handlers (ShutdownRequest takes the signals)."""
+    rclpy.init(args=list(argv), signal_handler_options=SignalHandlerOptions.NO)
+
+
+def run_until_shutdown(node: Node, summary_prefix: str, summary: Callable[[], dict],
+                       start: Callable[[ShutdownRequest], None] = lambda shutdown: None,
+                       stop: Callable[[], None] = lambda: None) -> int:
+    """Spin `node` until SIGINT/SIGTERM (or the context ends); -> exit code 0.
+
+    `start(shutdown)` runs in the main thread before the executor spins (e.g. lifecycle
+    autostart); `stop()` runs first on the way out (the node's own timers and threads), so that
+    `summary()` is final when it is printed."""
+    shutdown = ShutdownRequest(lambda name, count: node.get_logger().info(
+        f"{name}: shutting down" if count == 1 else f"{name} again ({count}): already shutting down"))
+    shutdown.install()
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    spin = threading.Thread(target=_spin, args=(executor, shutdown), name="astra_executor", daemon=True)
+    try:
+        start(shutdown)
+        spin.start()
+        shutdown.wait(also_stop=lambda: not spin.is_alive())
+    finally:
+        stop()
+        executor.shutdown()
+        if spin.is_alive():
+            spin.join(5.0)
+        print(summary_prefix + json.dumps(summary(), allow_nan=False), flush=True)
+        node.destroy_node()
+        rclpy.try_shutdown(uninstall_handlers=False)  # uninstalling would restore handlers that kill on a late SIGINT
+        shutdown.absorb_further_signals()
+    return 0
+
+
+def _spin(executor: SingleThreadedExecutor, shutdown: ShutdownRequest) -> None:
+    try:
+        executor.spin()
+    except ExternalShutdownException:
+        pass
+    finally:
+        shutdown.request()  # the executor ended (context shut down elsewhere): stop the process too
