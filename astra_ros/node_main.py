@@ -12,6 +12,7 @@ Shared by the policy node and the simulator bridge (their `main`s only build the
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from typing import Callable, Sequence
 
@@ -56,6 +57,22 @@ def run_until_shutdown(node: Node, summary_prefix: str, summary: Callable[[], di
         rclpy.try_shutdown(uninstall_handlers=False)  # uninstalling would restore handlers that kill on a late SIGINT
         shutdown.absorb_further_signals()
     return 0
+
+
+def run_plain_node(make_node: Callable[[list[str]], Node], node_name: str, summary_prefix: str,
+                   args: Sequence[str] | None = None) -> int:
+    """`main` of a plain (non-lifecycle) node with `summary()` and `shutdown()`: build it from the
+    command line, exit 1 naming the reason when it cannot start (bad parameters, a resource that
+    cannot be opened: there is nothing to serve), else run it until SIGINT/SIGTERM (exit 0)."""
+    argv = list(args if args is not None else sys.argv)
+    init_ros(argv)
+    try:
+        node = make_node(argv)
+    except Exception as err:
+        print(f"{node_name}: cannot start: {type(err).__name__}: {err}", file=sys.stderr, flush=True)
+        rclpy.try_shutdown()
+        return 1
+    return run_until_shutdown(node, summary_prefix, node.summary, stop=node.shutdown)
 
 
 def _spin(executor: SingleThreadedExecutor, shutdown: ShutdownRequest) -> None:

@@ -66,3 +66,9 @@ def read_parameter_values(node: Node, argv: Sequence[str] = (),
     overrides = getattr(node, "_parameter_overrides", {}) or {}
     overridden = {name for name in emptied if name in overrides and overrides[name].value is not None}
     return values, overridden
+
+
+def load_parameters(node: Node, argv: Sequence[str], table: ParameterTable) -> dict[str, Any]:
+    """Declare the parameters of `table` on `node` and read them (see read_parameter_values)."""
+    declare_parameters(node, table)
+    return read_parameter_values(node, argv, table)[0]

@@ -341,6 +341,12 @@ class ManiSkillEnv(PoseEnvBase):
         rpy[0] = wrap_angle(rpy[0], ORIENTATION_LOW[0])
         return p, rpy
 
+    def joint_state(self) -> tuple[list[str], np.ndarray]:
+        """(names, positions) of the Panda's active joints (radians; fingers in metres), for a
+        ROS bridge's joint_states. Not part of the Env protocol: an optional extra."""
+        robot = self._env.agent.robot
+        return [j.name for j in robot.get_active_joints()], robot.get_qpos()[0].cpu().numpy().astype(np.float64)
+
     def gripper_opening(self) -> float:
         fingers = self._env.agent.robot.get_qpos()[0, -2:].cpu().numpy()
         return float(np.clip(fingers.sum() / PANDA_MAX_OPENING, 0.0, 1.0))

@@ -269,14 +269,13 @@ class RosPeer:
 
     def call(self, srv_type, service: str, request, timeout_s: float = 10.0):
         """Call a service and wait for its answer (woken by the answer, not by polling)."""
+        from astra_ros.service_calls import call_service
+
         client = self.node.create_client(srv_type, service)
-        assert client.wait_for_service(timeout_sec=timeout_s), f"service {service} not available"
-        answered = threading.Event()
-        future = client.call_async(request)
-        future.add_done_callback(lambda _: answered.set())
-        assert answered.wait(timeout_s), f"service {service} did not answer within {timeout_s}s"
-        self.node.destroy_client(client)
-        return future.result()
+        try:
+            return call_service(client, request, timeout_s)
+        finally:
+            self.node.destroy_client(client)
 
     def wait_for(self, predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
         deadline = time.monotonic() + timeout_s
