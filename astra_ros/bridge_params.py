@@ -101,12 +101,12 @@ class BridgeParams:
     def options(self) -> dict[str, Any]:
         return parse_env_options(self.env_options)
 
-    def resolved_step_mode(self, per_command_env: bool) -> str:
+    def resolved_step_mode(self, pick_and_place_env: bool) -> str:
         """'auto' decided for the env; ValueError for fixed_rate on a pick-and-place env."""
         mode = self.step_mode
         if mode == "auto":
-            mode = "per_command" if per_command_env else "fixed_rate"
-        elif mode == "fixed_rate" and per_command_env:
+            mode = "per_command" if pick_and_place_env else "fixed_rate"
+        elif mode == "fixed_rate" and pick_and_place_env:
             raise ValueError("step_mode fixed_rate: this env's actions are whole pick-and-places, it has no "
                              "'hold still' action to step with between commands; use per_command")
         if mode == "per_command" and self.publish_clock:

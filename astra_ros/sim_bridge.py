@@ -81,7 +81,7 @@ class SimBridge(Node):
         t0 = time.perf_counter()
         self.runner = EpisodeRunner(params.env, params.options, params.task)
         self.env_build_s = time.perf_counter() - t0
-        self.step_mode = params.resolved_step_mode(self.runner.per_command)
+        self.step_mode = params.resolved_step_mode(self.runner.pick_and_place)
         self.problems = ProblemLog(lambda text: self.get_logger().warning(text))
         self.step_ms = LatencyWindow(10_000)  # env.step alone
         self.publish_ms = LatencyWindow(10_000)  # observation -> messages -> published
@@ -110,14 +110,14 @@ class SimBridge(Node):
                             if callable(getattr(env, "joint_state", None)) else None)
         self._event_pub = self.create_publisher(EpisodeEvent, "episode_event", EVENT_QOS)
         self._clock_pub = self.create_publisher(ClockMsg, "/clock", CLOCK_QOS) if params.publish_clock else None
-        if self.runner.per_command:
+        if self.runner.pick_and_place:
             self.create_subscription(PickPlaceSE2, "pick_place", self._on_pick_place, COMMAND_QOS)
         else:
             self.create_subscription(PoseStamped, "target_pose", self._on_target_pose, COMMAND_QOS)
             self.create_subscription(GripperCommand, "gripper_command", self._on_gripper, COMMAND_QOS)
         self._expert_pubs: dict[str, object] = {}
         if params.publish_expert:
-            if self.runner.per_command:
+            if self.runner.pick_and_place:
                 self._expert_pubs["pick_place"] = self.create_publisher(PickPlaceSE2, "expert/pick_place", COMMAND_QOS)
             else:
                 self._expert_pubs["target_pose"] = self.create_publisher(PoseStamped, "expert/target_pose", COMMAND_QOS)

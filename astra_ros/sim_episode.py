@@ -125,7 +125,7 @@ class EpisodeRunner:
         return self.env.action_space.kind
 
     @property
-    def per_command(self) -> bool:
+    def pick_and_place(self) -> bool:
         """Pick-and-place envs step once per command: they have no 'hold still' action."""
         return self.action_kind == "discrete_se2"
 
@@ -177,7 +177,7 @@ class EpisodeRunner:
             raise CommandRefused("malformed", f"command has {values.size} values, the action space has {low.size}")
         if not np.isfinite(values).all():
             raise CommandRefused("nonfinite", f"command has non-finite values: {values.tolist()}")
-        return np.clip(values, low, high) if self.per_command else values
+        return np.clip(values, low, high) if self.pick_and_place else values
 
     def step(self, values: np.ndarray) -> StepOutcome:
         """One env step with `values`; CommandRefused (counted) when it cannot be executed.
@@ -218,7 +218,7 @@ class EpisodeRunner:
         """The action that keeps a pose robot where it is: the last applied one, else its current pose."""
         if self._last_applied is not None:
             return self._last_applied.copy()
-        if self.per_command:
+        if self.pick_and_place:
             raise RuntimeError("a pick-and-place env has no hold-still action")
         low, high = self.env.action_bounds
         obs = self.observation

@@ -98,7 +98,7 @@ def test_pose_commands_pass_to_the_env_which_refuses_with_its_reason():
 
     runner = EpisodeRunner("pose", {}, make=lambda name, **options: PoseEnv())
     runner.reset(0)
-    assert not runner.per_command
+    assert not runner.pick_and_place
     assert runner.hold_action().tolist() == [0.1, 0.2, 0.3, 0.0, 0.0, 0.0, 0.8]  # where it is, gripper as it is
     with pytest.raises(CommandRefused) as err:
         runner.step(np.full(7, 5.0))  # not clipped: the env judges bounds and reach
@@ -141,12 +141,12 @@ def test_pose_and_gripper_pair_by_stamp_and_a_held_target_keeps_the_newest_of_ea
 def test_bridge_parameters_are_validated_and_env_options_round_trip():
     options = {"image_size": 96, "cameras": ["top"], "tasks": ["place"]}
     params = BridgeParams.from_values({"env_options": format_env_options(options)})
-    assert params.options == options and params.resolved_step_mode(per_command_env=True) == "per_command"
-    assert BridgeParams.from_values({}).resolved_step_mode(per_command_env=False) == "fixed_rate"
+    assert params.options == options and params.resolved_step_mode(pick_and_place_env=True) == "per_command"
+    assert BridgeParams.from_values({}).resolved_step_mode(pick_and_place_env=False) == "fixed_rate"
     with pytest.raises(ValueError, match="no 'hold still' action"):
-        BridgeParams.from_values({"step_mode": "fixed_rate"}).resolved_step_mode(per_command_env=True)
+        BridgeParams.from_values({"step_mode": "fixed_rate"}).resolved_step_mode(pick_and_place_env=True)
     with pytest.raises(ValueError, match="publish_clock' needs step_mode fixed_rate"):
-        BridgeParams.from_values({"publish_clock": True}).resolved_step_mode(per_command_env=True)
+        BridgeParams.from_values({"publish_clock": True}).resolved_step_mode(pick_and_place_env=True)
     with pytest.raises(ValueError) as err:
         BridgeParams.from_values({"env_options": ["size"], "initial_seed": -5, "step_mode": "sometimes"})
     assert all(text in str(err.value) for text in ("'env_options'", "expected key=value", "initial_seed", "step_mode"))
