@@ -63,6 +63,8 @@ setup(
             "astra-sim-bridge=astra_ros.sim_bridge:main",
             "astra_sim_bridge=astra_ros.sim_bridge:main",
             "astra-evaluate-ros=astra_ros.evaluate_ros:main",
+            "astra-recorder=astra_ros.recorder_node:main",
+            "astra_recorder=astra_ros.recorder_node:main",
             "astra-validate-dataset=astra_core.data.validate:main",
             "astra-import-rosbag=astra_core.data.import_rosbag:main",
             "astra-import-lerobot=astra_core.data.import_lerobot:main",
