@@ -43,7 +43,7 @@ from rosbags.rosbag2 import Reader  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image, JointState  # noqa: E402
 from geometry_msgs.msg import PoseStamped  # noqa: E402
 
-from recorder_harness import (REPO_ROOT, DemoPeer, RecorderProcess, command_values, stamp_index)  # noqa: E402
+from recorder_harness import REPO_ROOT, DemoPeer, command_values, stamp_index, start_recorder  # noqa: E402, F401
 
 from astra_core.data.dataset import TrajectoryWindowDataset, collate_windows  # noqa: E402
 from astra_core.data.import_rosbag import import_bags  # noqa: E402
@@ -199,7 +199,7 @@ def max_abs(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_recorder_importer_and_policy_node_give_identical_model_inputs(case, tmp_path, ros_domain_id):
+def test_recorder_importer_and_policy_node_give_identical_model_inputs(case, tmp_path, ros_domain_id, start_recorder):
     transport, proprio_type, action_space = CASES[case]
     suffix = "/compressed" if transport == "compressed" else ""
     params = dict(output="both", dataset_path=str(tmp_path / "recorded"), bag_path=str(tmp_path / "bags"),
@@ -210,7 +210,7 @@ def test_recorder_importer_and_policy_node_give_identical_model_inputs(case, tmp
                   instruction_topic="/instruction", tolerance_s=TOLERANCE_S, status_rate_hz=5.0)
     if proprio_type == "joint_state":
         params["proprio_joint_names"] = JOINTS
-    recorder = RecorderProcess(params, ros_domain_id, tmp_path)
+    recorder = start_recorder(params)
     peer = DemoPeer(ros_domain_id)
     try:
         node_inputs = PolicyNodeInputs(peer.node, transport, proprio_type)
@@ -229,7 +229,7 @@ def test_recorder_importer_and_policy_node_give_identical_model_inputs(case, tmp
         time.sleep(0.3)  # the test's own subscriptions take the last messages
     finally:
         peer.close()
-        assert recorder.stop() == 0, recorder.log()[-3000:]
+    assert recorder.stop() == 0, recorder.log()[-3000:]
 
     recorded, imported = tmp_path / "recorded", tmp_path / "imported"
     mapping = load_mapping(RosbagMapping, tmp_path / "bags" / "import_mapping.yaml")

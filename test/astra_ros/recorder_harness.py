@@ -247,3 +247,18 @@ class RecorderProcess(RosProcess):
         summary = super().summary(SUMMARY_PREFIX)
         assert summary is not None, f"no summary line:\n{self.log()[-3000:]}"
         return summary
+
+
+@pytest.fixture
+def start_recorder(tmp_path, ros_domain_id):
+    """start_recorder(params) -> a RecorderProcess in the test's domain; every one started is
+    stopped at teardown, whatever the test's outcome (no process outlives its test)."""
+    started: list[RecorderProcess] = []
+
+    def start(params: dict) -> RecorderProcess:
+        started.append(RecorderProcess(params, ros_domain_id, tmp_path))
+        return started[-1]
+
+    yield start
+    for proc in started:
+        proc.stop()

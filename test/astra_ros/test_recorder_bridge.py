@@ -7,16 +7,16 @@ loopback in the test's own domain."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import threading
+from contextlib import ExitStack
 
 import pytest
 
 pytest.importorskip("astra_ros.sim_bridge")
 
-from recorder_harness import REPO_ROOT, DemoPeer, RecorderProcess  # noqa: E402
+from recorder_harness import REPO_ROOT, DemoPeer, start_recorder  # noqa: E402, F401 (start_recorder: a fixture)
 
 from astra_core.data.import_mapping import load_mapping  # noqa: E402
 from astra_core.data.import_rosbag import import_bags  # noqa: E402
@@ -24,6 +24,7 @@ from astra_core.data.rosbag_mapping import RosbagMapping  # noqa: E402
 from astra_core.data.validate import validate_dataset  # noqa: E402
 from astra_ros.msg import EpisodeEvent, PickPlaceSE2  # noqa: E402
 from astra_ros.qos import COMMAND_QOS, EVENT_QOS  # noqa: E402
+from astra_ros.ros_processes import RosProcess, loopback_environment  # noqa: E402
 from astra_ros.srv import ResetEpisode, StartRecording, StopRecording  # noqa: E402
 
 pytestmark = pytest.mark.timeout(420)
@@ -59,29 +60,29 @@ class ExpertRelay:
             self.sent += 1
 
 
-def test_bag_recorded_from_the_tabletop_bridge_imports_and_trains(tmp_path, ros_domain_id):
-    env = dict(os.environ, ROS_DOMAIN_ID=str(ros_domain_id), OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    bridge_log = open(tmp_path / "bridge.log", "wb")
-    bridge = subprocess.Popen(
-        [sys.executable, "-m", "astra_ros.sim_bridge", "--ros-args", "-p", "env:=tabletop",
-         "-p", "env_options:=[image_size=64]", "-p", "publish_expert:=true", "-p", "initial_seed:=-1",
-         "-r", f"__ns:={SIM}"], cwd=REPO_ROOT, env=env, stdout=bridge_log, stderr=subprocess.STDOUT)
+def test_bag_recorded_from_the_tabletop_bridge_imports_and_trains(tmp_path, ros_domain_id, start_recorder):
+    env = loopback_environment(ros_domain_id)
     params = dict(output="rosbag", bag_path=str(tmp_path / "bags"), bag_storage="mcap", camera_names=["top", "front"],
                   camera_topics=[f"{SIM}/camera/top/image_raw", f"{SIM}/camera/front/image_raw"],
                   action_space="discrete_se2", num_bins=64, action_topic=f"{SIM}/pick_place", ticks="action",
                   instruction_topic="/instruction", status_rate_hz=5.0)
-    recorder = RecorderProcess(params, ros_domain_id, tmp_path)
-    peer = DemoPeer(ros_domain_id)
-    relay = ExpertRelay(peer)
     stopped = []
-    try:
+    with ExitStack() as stack:  # every process and the participant end with the test, whatever happens
+        bridge = RosProcess("astra_ros.sim_bridge", ["-p", "env:=tabletop", "-p", "env_options:=[image_size=64]",
+                                                     "-p", "publish_expert:=true", "-p", "initial_seed:=-1",
+                                                     "-r", f"__ns:={SIM}"], env, tmp_path / "bridge.log")
+        stack.callback(bridge.stop)
+        recorder = start_recorder(params)
+        peer = DemoPeer(ros_domain_id)
+        stack.callback(peer.close)
+        relay = ExpertRelay(peer)
         for seed in SEEDS:
             reset = peer.call(ResetEpisode, f"{SIM}/reset_episode", ResetEpisode.Request(seed=seed), timeout_s=120)
             assert reset.ok, reset.message
             peer.instruct(reset.instruction)
             # (the command stream is stale until the first command: SE(2) commands come one per step)
             peer.wait_for_recorder(lambda s: s.instruction == reset.instruction and "camera" not in s.stale_reason, 60,
-                                 f"the recorder with the instruction of seed {seed} and fresh cameras")
+                                   f"the recorder with the instruction of seed {seed} and fresh cameras")
             started = peer.call_recorder(StartRecording, "start_episode", StartRecording.Request(note=f"tabletop seed {seed}"))
             assert started.ok, started.message
             relay.enabled.set()
@@ -90,15 +91,10 @@ def test_bag_recorded_from_the_tabletop_bridge_imports_and_trains(tmp_path, ros_
             relay.enabled.clear()
             outcome = next(e for e in relay.events if e.episode == reset.episode and e.event != EpisodeEvent.STARTED)
             done = peer.call_recorder(StopRecording, "stop_episode",
-                             StopRecording.Request(success=outcome.event == EpisodeEvent.SUCCESS), timeout_s=90)
+                                      StopRecording.Request(success=outcome.event == EpisodeEvent.SUCCESS), timeout_s=90)
             assert done.ok and done.bag_path and done.steps >= 1, done.message
             stopped.append(done)
-    finally:
-        peer.close()
         assert recorder.stop() == 0, recorder.log()[-3000:]
-        bridge.terminate()
-        bridge.wait(30)
-        bridge_log.close()
 
     mapping = load_mapping(RosbagMapping, tmp_path / "bags" / "import_mapping.yaml")
     report = import_bags([d.bag_path for d in stopped], mapping, tmp_path / "dataset", progress=False)

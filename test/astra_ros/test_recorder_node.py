@@ -14,8 +14,8 @@ import time
 import numpy as np
 import pytest
 
-from recorder_harness import (NAMESPACE, REPO_ROOT, DemoPeer, RecorderProcess, command_values, frame_pixels,
-                              joint_values, mask_labels, se2_values)
+from recorder_harness import (NAMESPACE, REPO_ROOT, DemoPeer, command_values, frame_pixels, joint_values, mask_labels,
+                              se2_values, start_recorder)  # noqa: F401 (start_recorder: a fixture)
 
 import torch
 
@@ -72,8 +72,8 @@ def episode(root, index=0):
     return info, manifest, steps
 
 
-def test_records_an_episode_with_proprio_into_the_dataset(tmp_path, peer, ros_domain_id):
-    recorder = RecorderProcess(base_params(tmp_path, proprio_topic="/joint_states"), ros_domain_id, tmp_path)
+def test_records_an_episode_with_proprio_into_the_dataset(tmp_path, peer, start_recorder):
+    recorder = start_recorder(base_params(tmp_path, proprio_topic="/joint_states"))
     peer.add_camera("front", 15)
     peer.add_camera("wrist", 15, transport="raw")
     peer.add_pose_commands(20)
@@ -116,10 +116,10 @@ def test_records_an_episode_with_proprio_into_the_dataset(tmp_path, peer, ros_do
         assert all(images[t, cam_index].tobytes() in published for t in range(len(images)))
 
 
-def test_a_camera_going_stale_is_reported_and_the_episode_marked(tmp_path, peer, ros_domain_id):
+def test_a_camera_going_stale_is_reported_and_the_episode_marked(tmp_path, peer, start_recorder):
     params = base_params(tmp_path, output="both", bag_path=str(tmp_path / "bags"), bag_storage="sqlite3",
                          tolerance_s=0.4)
-    recorder = RecorderProcess(params, ros_domain_id, tmp_path)
+    recorder = start_recorder(params)
     peer.add_camera("front", 15)
     peer.add_camera("wrist", 15)
     peer.add_pose_commands(20)
@@ -156,8 +156,8 @@ def test_a_camera_going_stale_is_reported_and_the_episode_marked(tmp_path, peer,
     assert validate_dataset(tmp_path / "dataset")["ok"]
 
 
-def test_start_stop_discard_and_refusals(tmp_path, peer, ros_domain_id):
-    recorder = RecorderProcess(base_params(tmp_path), ros_domain_id, tmp_path)
+def test_start_stop_discard_and_refusals(tmp_path, peer, start_recorder):
+    recorder = start_recorder(base_params(tmp_path))
     peer.add_camera("front", 15)
     peer.add_camera("wrist", 15)
     peer.add_pose_commands(20)
@@ -200,12 +200,12 @@ def test_start_stop_discard_and_refusals(tmp_path, peer, ros_domain_id):
     assert validate_dataset(tmp_path / "dataset")["ok"]
 
 
-def test_masks_and_se2_commands_into_dataset_and_bag(tmp_path, peer, ros_domain_id):
+def test_masks_and_se2_commands_into_dataset_and_bag(tmp_path, peer, start_recorder):
     params = base_params(tmp_path, output="both", bag_path=str(tmp_path / "bags"), action_space="discrete_se2",
                          num_bins=64, action_topic="/pick_place", ticks="action", transport="compressed",
                          camera_topics=["/camera/front/image_raw/compressed", "/camera/wrist/image_raw/compressed"],
                          mask_topics=["/camera/front/mask", "/camera/wrist/mask"])
-    recorder = RecorderProcess(params, ros_domain_id, tmp_path)
+    recorder = start_recorder(params)
     peer.add_camera("front", 10, transport="compressed", masks=True)
     peer.add_camera("wrist", 10, transport="compressed", masks=True)
     peer.add_se2_commands(4)  # one step per command (ticks: action)
