@@ -257,6 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out or REPO_ROOT / "results" / f"{args.suite}_tabletop")
     out.mkdir(parents=True, exist_ok=True)
     args.out = str(out)
+    revision = git_revision()
 
     data_dir = Path(args.data) if args.data else out / "data"
     recording = {"env": "tabletop", "env_options": ENV_OPTIONS, "episodes": args.episodes, "seed": 0}
@@ -271,7 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary = aggregate(results, order)
     meta = {
         "suite": args.suite, "command": " ".join(["python -m astra_sim.benchmark", *(argv or sys.argv[1:])]),
-        "git": git_revision(), "hardware": hardware(), "threads": args.threads, "steps": args.steps,
+        "git": revision, "hardware": hardware(), "threads": args.threads, "steps": args.steps,
         "batch_size": args.batch_size, "episodes": args.episodes, "eval_per_task": args.eval_per_task,
         "eval_seeds": [args.eval_seed, args.eval_seed + args.eval_per_task], "wall_seconds_this_call": round(time.perf_counter() - t0, 1),
     }

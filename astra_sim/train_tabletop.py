@@ -165,6 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     threads = configure_threads(args.threads, "astra_sim.train_tabletop")
 
     t0 = time.perf_counter()
+    revision = git_revision()  # the code this run starts from (commits made meanwhile do not count)
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     data_dir, train_dir = out / "data", out / "train"
@@ -186,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     evaluation = evaluate_tasks(policy, ENV_OPTIONS, args.eval_per_task, args.eval_seed, train_seeds)
     summary = {
         "command": " ".join([Path(sys.executable).name, "-m", "astra_sim.train_tabletop", *(argv or sys.argv[1:])]),
-        "git": git_revision(),
+        "git": revision,
         "hardware": hardware(),
         "env": {"name": "tabletop", "options": ENV_OPTIONS},
         "dataset": {k: dataset[k] for k in ("episodes", "steps", "seeds", "seconds", "reused")},

@@ -74,7 +74,9 @@ class TrajectoryWindowDataset(Dataset):
 
     * ``instruction`` str
     * ``images``      uint8 (T, M, H, W, 3), RGB, cameras in dataset order (``cameras``: a subset)
-    * ``actions``     float32 (T, N), physical units
+    * ``actions``     float64 (T, N), physical units, exactly as recorded: the runtime turns the
+      executed float64 command into model form, and so must training (on a dimension of almost
+      no spread, float32 rounding alone moves a value by a bin)
     * ``timestamps``  float64 (T,), seconds
     * ``step_mask``   bool (T,), True for real steps
     * ``proprio``     float32 (T, P), only if the dataset has proprioception
@@ -177,7 +179,7 @@ class TrajectoryWindowDataset(Dataset):
                 chunk = self._chunk(episode, manifest, camera, step // size)
                 images[t, m] = chunk.decode(step % size, (H, W))
 
-        actions = np.zeros((T, info.action_dim), dtype=np.float32)
+        actions = np.zeros((T, info.action_dim), dtype=np.float64)
         actions[:n] = steps.actions[start : start + n]
         timestamps = np.zeros(T, dtype=np.float64)
         timestamps[:n] = steps.timestamps[start : start + n]
