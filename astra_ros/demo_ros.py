@@ -1,6 +1,6 @@
 """The main job over ROS (`make run`): the shipped policy drives the built-in tabletop through ROS 2.
 
-    python -m astra_ros.demo_ros [--checkpoint checkpoints/tabletop_objects] [--per-task 25] [--out runs/demo_ros]
+    python -m astra_ros.demo_ros [--checkpoint checkpoints/tabletop_objects] [--per-task 100] [--out runs/demo_ros]
 
 Starts the tabletop simulator bridge (astra_ros.sim_bridge) and the policy node
 (astra_ros.policy_node, commands enabled) as two ROS processes talking over loopback DDS, then,
@@ -32,7 +32,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default=str(SHIPPED_CHECKPOINT), help="checkpoint directory")
-    parser.add_argument("--per-task", type=int, default=25, help="held-out episodes per task kind")
+    parser.add_argument("--per-task", type=int, default=100,
+                        help="held-out episodes per task kind (100, as astra_sim.demo: the tables compare)")
     parser.add_argument("--seed", type=int, default=DEFAULT_EVAL_SEED, help="first evaluation seed")
     parser.add_argument("--out", default="runs/demo_ros", help="where eval_ros.json, the logs and the video go")
     parser.add_argument("--video-episodes", type=int, default=1, help="episodes per task in the video")

@@ -97,8 +97,9 @@ def default_domain_id() -> int:
 
 def node_parameters(setup: RosEvalSetup, action_bounds: Optional[tuple]) -> dict[str, Any]:
     """The policy node's parameters for the evaluation: the bridge's topics, commands enabled."""
-    return policy_params_for_bridge(str(setup.checkpoint), action_bounds, dry_run=False, device="cpu", cpu_threads=1,
-                                    status_rate_hz=5.0, warmup_steps=1, **setup.node_overrides)
+    values: dict[str, Any] = {"dry_run": False, "device": "cpu", "cpu_threads": 1, "status_rate_hz": 5.0,
+                              "warmup_steps": 1, **setup.node_overrides}
+    return policy_params_for_bridge(str(setup.checkpoint), action_bounds, **values)
 
 
 def bridge_parameters(setup: RosEvalSetup, sim_time: bool) -> dict[str, Any]:
