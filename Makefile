@@ -13,7 +13,7 @@ test: setup
 	$(ENV) && python -m pytest -q test
 
 run: setup
-	$(ENV) && python -m astra_sim.demo
+	$(ENV) && python -m astra_ros.demo_ros
 
 bench: setup
 	$(ENV) && python -m astra_core.bench.streaming --preset tiny

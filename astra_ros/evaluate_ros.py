@@ -364,12 +364,11 @@ def video_frames(frames: dict[float, dict[str, np.ndarray]], cameras: Sequence[s
     """One episode's recorded observations (by stamp, all cameras) -> captioned video frames; the
     last observation is held for a second with the outcome in its caption."""
     stamps = [s for s in sorted(frames) if all(c in frames[s] for c in cameras)]
-    caption = f"{record['task']} seed {record['seed']}: {record['instruction']}"
-    out = [compose_frame([frames[s][c] for c in cameras], caption) for s in stamps]
+    caption = [f"{record['task']} seed {record['seed']}: {record['instruction']}"]
+    out = [compose_frame([frames[s][c] for c in cameras], caption + [f"step {i}"]) for i, s in enumerate(stamps)]
     if stamps:
-        last = compose_frame([frames[stamps[-1]][c] for c in cameras],
-                             f"{caption} -> {record['event'].upper()} after {record['steps']} steps")
-        out += [last] * 2
+        outcome = f"{record['event'].upper()} after {record['steps']} steps"
+        out += [compose_frame([frames[stamps[-1]][c] for c in cameras], caption + [outcome])] * 2
     return out
 
 

@@ -9,14 +9,17 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-CAPTION_HEIGHT = 40
+LINE_HEIGHT = 14  # caption text lines, pixels
+MIN_WIDTH = 288  # narrower frames (one small camera) are scaled up further, so captions stay readable
 
 
-def compose_frame(images: Sequence[np.ndarray], caption: str = "", scale: int = 2) -> np.ndarray:
-    """(H, W, 3) uint8 RGB images of one instant -> one frame: scaled up, side by side, with a
-    caption strip (the instruction, the outcome) above them."""
+def compose_frame(images: Sequence[np.ndarray], caption: Sequence[str] = (), scale: int = 2) -> np.ndarray:
+    """(H, W, 3) uint8 RGB images of one instant -> one frame: scaled up (nearest: pixels stay
+    pixels), side by side, under a caption strip; each caption line is wrapped to the width."""
     if not images:
         raise ValueError("compose_frame needs at least one image")
+    while scale * sum(image.shape[1] for image in images) < MIN_WIDTH:
+        scale += 1
     height = max(image.shape[0] for image in images) * scale
     tiles = []
     for image in images:
@@ -26,10 +29,10 @@ def compose_frame(images: Sequence[np.ndarray], caption: str = "", scale: int = 
             tile = np.pad(tile, ((0, height - tile.shape[0]), (0, 0), (0, 0)))
         tiles.append(tile)
     body = np.hstack(tiles)
-    strip = np.full((CAPTION_HEIGHT, body.shape[1], 3), 255, np.uint8)
-    lines = _wrap(caption, max(10, body.shape[1] // 7))[:2]
+    lines = [part for line in caption for part in _wrap(line, max(10, body.shape[1] // 7))]
+    strip = np.full((LINE_HEIGHT * len(lines) + 6 if lines else 0, body.shape[1], 3), 255, np.uint8)
     for i, line in enumerate(lines):
-        cv2.putText(strip, line, (4, 15 + 17 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(strip, line, (4, LINE_HEIGHT * (i + 1)), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
     return np.vstack([strip, body])
 
 
@@ -45,14 +48,17 @@ def _wrap(text: str, width: int) -> list[str]:
 
 
 def write_video(path: str | Path, frames: Sequence[np.ndarray], fps: float) -> Path:
-    """Frames (same size, uint8 RGB) -> `path`: .mp4 (H.264 through PyAV, MPEG-4 part 2 where
-    libx264 is missing) or .gif. Frames are padded to even sizes (yuv420p needs them)."""
+    """Frames (uint8 RGB) -> `path`: .mp4 (H.264 through PyAV, MPEG-4 part 2 where libx264 is
+    missing) or .gif. Frames are padded (white, bottom and right) to the largest frame, rounded up
+    to even sizes (yuv420p needs them): captions of different lengths give different heights."""
     path = Path(path)
     if not frames:
         raise ValueError("no frames to write")
     path.parent.mkdir(parents=True, exist_ok=True)
-    h, w = frames[0].shape[:2]
-    padded = [np.pad(f, ((0, h % 2), (0, w % 2), (0, 0))) for f in frames]
+    h = max(f.shape[0] for f in frames)
+    w = max(f.shape[1] for f in frames)
+    h, w = h + h % 2, w + w % 2
+    padded = [np.pad(f, ((0, h - f.shape[0]), (0, w - f.shape[1]), (0, 0)), constant_values=255) for f in frames]
     if path.suffix.lower() == ".gif":
         from PIL import Image as PILImage
 

@@ -183,12 +183,15 @@ def test_rollout_video_is_a_playable_mp4(tmp_path):
 
     from astra_ros.rollout_video import compose_frame, write_video
 
-    frames = [compose_frame([np.full((48, 48, 3), v, np.uint8), np.zeros((48, 48, 3), np.uint8)], "place the cube")
-              for v in (0, 128, 255)]
+    frames = [compose_frame([np.full((48, 48, 3), v, np.uint8), np.zeros((48, 48, 3), np.uint8)],
+                            ["place the cube", f"step {v}"]) for v in (0, 128, 255)]
+    assert frames[0].shape[1] >= 288  # small cameras are scaled up until the caption fits
+    frames.append(compose_frame([np.zeros((48, 48, 3), np.uint8)] * 2, ["a caption long enough to need " * 3]))
     path = write_video(tmp_path / "clip.mp4", frames, fps=2)
     with av.open(str(path)) as container:
         decoded = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
-    assert len(decoded) == 3 and decoded[0].shape == frames[0].shape
+    tallest = max(f.shape[0] for f in frames)
+    assert len(decoded) == 4 and decoded[0].shape == (tallest + tallest % 2, frames[0].shape[1], 3)
     assert write_video(tmp_path / "clip.gif", frames, fps=2).stat().st_size > 0
 
 
