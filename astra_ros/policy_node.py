@@ -481,19 +481,16 @@ class PolicyNode(LifecycleNode):
             return "no instruction"
         if isinstance(frames, Staleness):
             return frames.describe()
-        if self._params is not None and self._params.ee_pose_topic:
-            if self._ee_pose is None:
-                return f"no end-effector pose on {self._params.ee_pose_topic}"
-            age = now_s - self._ee_pose[1]
-            if age > self._params.ee_pose_timeout_s:
-                return f"stale end-effector pose: last one {age:.2f}s old"
-        if self._params is not None and self._params.proprio_topic:
-            if self._proprio is None:
-                return f"no proprioception on {self._params.proprio_topic}"
-            age = now_s - self._proprio[1]
-            if age > self._params.proprio_timeout_s:
-                return f"stale proprioception: last message {age:.2f}s old"
-        if self._params is not None and self._params.new_frames_only:
+        params = self._params
+        if params is not None and params.ee_pose_topic:
+            reason = _staleness(self._ee_pose, now_s, params.ee_pose_timeout_s, "end-effector pose", params.ee_pose_topic)
+            if reason:
+                return reason
+        if params is not None and params.proprio_topic:
+            reason = _staleness(self._proprio, now_s, params.proprio_timeout_s, "proprioception", params.proprio_topic)
+            if reason:
+                return reason
+        if params is not None and params.new_frames_only:
             waiting = frames.not_new(self._last_stamps, self._episode_start_s)
             if waiting:
                 return f"waiting for new frames: {', '.join(waiting)}"
@@ -669,6 +666,14 @@ class PolicyNode(LifecycleNode):
             if times else False
         msg.control_rate_hz = (len(times) - 1) / (times[-1] - times[0]) if recent and len(times) > 2 else 0.0
         self._status_pub.publish(msg)
+
+
+def _staleness(latest: tuple[np.ndarray, float] | None, now_s: float, timeout_s: float, what: str, topic: str) -> str:
+    """Why a (values, monotonic receive time) input holds commands: never received, or too old; '' if fresh."""
+    if latest is None:
+        return f"no {what} on {topic}"
+    age = now_s - latest[1]
+    return f"stale {what}: last one {age:.2f}s old" if age > timeout_s else ""
 
 
 def main(args: list[str] | None = None) -> int:

@@ -91,7 +91,7 @@ def test_masks_and_proprioception_feed_the_model_and_their_absence_holds_it(ros_
 
         for changes, reason in [({"mask_shift_ns": 1_000_000}, "front: no mask with the stamp of a recent frame"),
                                 ({"mask_shift_ns": 0, "masked": {"top"}}, "stale mask(s): front: last mask"),
-                                ({"masked": set(CAMERAS), "proprio": False}, "stale proprioception: last message")]:
+                                ({"masked": set(CAMERAS), "proprio": False}, "stale proprioception: last one")]:
             observations.set(**changes)
             held = peer.wait_for_status(lambda s, r=reason: r in s.hold_reason, 20, f"hold '{reason}'")
             assert_only_the_running_step_finishes(peer, commands, held, lambda s, r=reason: r in s.hold_reason, reason)
