@@ -336,12 +336,13 @@ def evaluate_through_ros(setup: RosEvalSetup, tasks: Sequence[str], seeds: Seque
         for task in tasks:
             for i, seed in enumerate(seeds):
                 record = evaluation.run_episode(seed, task, record_video=i < video_episodes)
+                record["task"] = record["task"] or str(setup.env_options.get("task", setup.env_name))  # table row
                 frames = record.pop("frames")
                 if frames:
                     clips += video_frames(frames, evaluation.driver.cameras, record)
                 latencies += record.pop("latencies_ms")
                 episodes.append(record)
-                progress(f"[ros] {record['task'] or setup.env_name} seed {seed}: {record['event']} after "
+                progress(f"[ros] {record['task']} seed {seed}: {record['event']} after "
                          f"{record['steps']} steps ({record['wall_s']:.2f}s, {record['commands_refused']} refused) "
                          f"{record['instruction']!r}")
         loop_s = time.perf_counter() - loop_t0

@@ -30,8 +30,10 @@ Topics (relative; camera names are the env's):
 Sensor data and poses use sensor-data QoS, commands the command QoS, events reliable +
 transient local: all from astra_ros.qos, shared with the policy node.
 
-Threads: one executor thread runs every callback, so the env is only ever touched by one thread
-(services, commands and timers are serialised); the main thread waits for SIGINT/SIGTERM.
+Threads: the main thread builds the env and then runs every callback (services, commands and
+timers are serialised), so the env is only ever touched by the thread that made it: MuJoCo's EGL
+renderer (Meta-World) fails from any other (EGL_BAD_ACCESS). SIGINT/SIGTERM are seen between
+executor waits.
 """
 
 from __future__ import annotations
