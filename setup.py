@@ -1,7 +1,8 @@
 """Astra for ROS 2 -- Python distribution of astra_core (+ the astra_ros node glue).
 
 `pip install .` gives astra_core with its core dependencies only (no ROS): train on a
-GPU box without ROS. The ROS 2 parts need the extra `ros` (ROS 2 Kilted pip wheels,
+GPU box without ROS. `pip install .[import]` adds what the rosbag2 and LeRobot importers read
+with (rosbags, pyarrow, PyAV). The ROS 2 parts need the extra `ros` (ROS 2 Kilted pip wheels,
 Python 3.11 only) or a ROS 2 install (colcon build of this package, see CMakeLists.txt).
 
 Install torch yourself first (or pass a constraints file pinning it): an unpinned torch
@@ -29,6 +30,8 @@ ROS_BUILD_WHEELS = [  # to build msg/ with cmake against the wheels (scripts/set
     "catkin-pkg",
 ]
 
+IMPORT_DEPENDENCIES = ["rosbags", "pyarrow<26", "av"]
+
 setup(
     name="astra-ros2",
     version="0.1.0",
@@ -53,7 +56,10 @@ setup(
     extras_require={
         "ros": ROS_WHEELS,
         "ros-build": ROS_WHEELS + ROS_BUILD_WHEELS,
-        "test": ["pytest", "pytest-timeout", "rosbags"],
+        # the importers (astra_core.data.import_rosbag / import_lerobot): rosbag2 with rosbags, LeRobot's
+        # parquet with pyarrow (26 needs numpy>=2; scripts/setup.sh pins numpy<2) and MP4 with PyAV
+        "import": IMPORT_DEPENDENCIES,
+        "test": ["pytest", "pytest-timeout", *IMPORT_DEPENDENCIES],
     },
     entry_points={
         "console_scripts": [

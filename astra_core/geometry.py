@@ -4,10 +4,11 @@ Convention: roll-pitch-yaw are intrinsic Z-Y-X Euler angles (yaw about z, then p
 y, then roll about the new x), the convention of the pose6d action space and of the policy node's
 published target poses. Quaternions are (x, y, z, w), as in geometry_msgs/Quaternion.
 
-One copy of this math keeps training data and the live node in agreement: the rosbag importer
-(:mod:`astra_core.data.import_rosbag`) converts recorded poses with these functions, and the node
-(``astra_ros/policy_node.py``, which still carries its own copy of the first two) should import
-them from here.
+One copy of this math keeps training data and the live node in agreement: the rosbag and LeRobot
+importers and the recorder (through :mod:`astra_core.data.ros_messages`) convert poses with these
+functions, and so do the ROS nodes (``astra_ros/pose_conversion.py`` only wraps them for messages):
+the policy node's proprioception and end-effector pose, the commands it publishes, the simulator
+bridge. A quaternion further than the tolerance from unit length is refused by all of them alike.
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ import numpy as np
 
 # Below this norm a quaternion has no direction to normalise to.
 _MIN_NORM = 1e-9
+# How far from 1 a quaternion's norm may be before the pose is refused (the default of the importers'
+# and the recorder's quaternion_tolerance, and the policy node's rule): float32 messages and
+# rounding stay far inside it, an uninitialised or corrupt orientation far outside.
+QUATERNION_TOLERANCE = 0.01
 
 
 class QuaternionError(ValueError):
@@ -53,7 +58,8 @@ def quaternion_to_rpy(x: float, y: float, z: float, w: float) -> tuple[float, fl
     return roll, pitch, yaw
 
 
-def normalize_quaternion(x: float, y: float, z: float, w: float, tolerance: float) -> tuple[float, float, float, float]:
+def normalize_quaternion(x: float, y: float, z: float, w: float,
+                         tolerance: float = QUATERNION_TOLERANCE) -> tuple[float, float, float, float]:
     """Unit quaternion from one whose norm is within ``tolerance`` of 1.
 
     A recorded orientation far from unit length is a corrupt or uninitialised message (an all-zero
@@ -69,7 +75,7 @@ def normalize_quaternion(x: float, y: float, z: float, w: float, tolerance: floa
 
 
 def pose_to_pose6d(position: tuple[float, float, float], orientation: tuple[float, float, float, float],
-                   quaternion_tolerance: float) -> np.ndarray:
+                   quaternion_tolerance: float = QUATERNION_TOLERANCE) -> np.ndarray:
     """Position (x, y, z) + quaternion (x, y, z, w) -> float64 (6,) x y z roll pitch yaw.
 
     Raises QuaternionError for a bad orientation and ValueError for a non-finite position.

@@ -87,6 +87,20 @@ def default_camera_topic(camera: str, transport: str) -> str:
     return f"camera/{camera}/image_raw" + ("/compressed" if transport == "compressed" else "")
 
 
+def proprio_problems(proprio_topic: str, proprio_msg_type: str, proprio_joint_names: Sequence[str]) -> list[str]:
+    """What is wrong with the proprioception parameters ([] = nothing): the one check of the policy
+    node and the recorder, which read proprioception alike (astra_ros.proprio, the same parameter
+    names), so a parameters file that one refuses the other refuses too."""
+    problems = []
+    if proprio_msg_type not in PROPRIO_MSG_TYPES:
+        problems.append(f"'proprio_msg_type' is {proprio_msg_type!r}: must be one of {list(PROPRIO_MSG_TYPES)}")
+    if proprio_joint_names and (proprio_msg_type != "joint_state" or not proprio_topic):
+        problems.append("'proprio_joint_names' only applies with a 'proprio_topic' of proprio_msg_type 'joint_state'")
+    if len(set(proprio_joint_names)) != len(proprio_joint_names):
+        problems.append(f"'proprio_joint_names' has duplicates: {list(proprio_joint_names)}")
+    return problems
+
+
 def resolve_torch_threads(cpu_threads: int, environ: Mapping[str, str] = os.environ) -> int:
     """The torch intra-op thread count to use: `cpu_threads` when > 0, else $OMP_NUM_THREADS when it
     is a positive integer, else 1. One thread is the default because OpenMP threads spinning on a
@@ -152,12 +166,7 @@ class PolicyNodeParams:
             problems.append(f"'mask_topics' must be distinct topics, none of them a camera topic: {list(self.mask_topics)}")
         if not (math.isfinite(self.mask_stamp_tolerance_s) and self.mask_stamp_tolerance_s >= 0):
             problems.append(f"'mask_stamp_tolerance_s' must be a finite number >= 0, got {self.mask_stamp_tolerance_s}")
-        if self.proprio_msg_type not in PROPRIO_MSG_TYPES:
-            problems.append(f"'proprio_msg_type' is {self.proprio_msg_type!r}: must be one of {list(PROPRIO_MSG_TYPES)}")
-        if self.proprio_joint_names and (self.proprio_msg_type != "joint_state" or not self.proprio_topic):
-            problems.append("'proprio_joint_names' only applies with a 'proprio_topic' of proprio_msg_type 'joint_state'")
-        if len(set(self.proprio_joint_names)) != len(self.proprio_joint_names):
-            problems.append(f"'proprio_joint_names' has duplicates: {list(self.proprio_joint_names)}")
+        problems += proprio_problems(self.proprio_topic, self.proprio_msg_type, self.proprio_joint_names)
         if self.transport not in ("raw", "compressed"):
             problems.append(f"'transport' is {self.transport!r}: must be 'raw' or 'compressed'")
         if self.image_size and (len(self.image_size) != 2 or min(self.image_size) <= 0):

@@ -1,52 +1,34 @@
-"""Pose conversions shared by the ROS nodes (policy node, simulator bridges, recorder).
+"""Pose messages <-> x y z roll pitch yaw for the ROS nodes (policy node, simulator bridge, recorder).
 
-Convention: the pose6d action space's x y z roll pitch yaw, with ZYX (yaw-pitch-roll) Euler
-angles, i.e. R = Rz(yaw) Ry(pitch) Rx(roll); quaternions are (x, y, z, w) as in
-geometry_msgs/Quaternion. Pure math plus duck-typed message access: no ROS import, so the
-functions are unit-tested without rclpy and reused by code that only has message-like objects.
+Only message access lives here: the math (ZYX Euler angles, quaternions (x, y, z, w) as in
+geometry_msgs/Quaternion, the unit-length check) is :mod:`astra_core.geometry`, the one copy the
+importers and the recorder use too, so a pose the importer refuses as a bad sample the node
+refuses as bad input (a quaternion further than ``QUATERNION_TOLERANCE`` from unit length, or
+non-finite values). Duck-typed messages, no ROS import: unit-tested without rclpy.
 """
 
 from __future__ import annotations
 
-import math
+from typing import Any, Sequence
 
 import numpy as np
+
+from astra_core.geometry import QUATERNION_TOLERANCE, pose_to_pose6d, rpy_to_quaternion
 
 POSE_DIMS = 6  # x y z roll pitch yaw; a pose6d action's 7th dimension is the gripper
 
 
-def rpy_to_quaternion(roll: float, pitch: float, yaw: float) -> tuple[float, float, float, float]:
-    """ZYX Euler angles -> unit quaternion (x, y, z, w)."""
-    cr, sr = math.cos(roll / 2), math.sin(roll / 2)
-    cp, sp = math.cos(pitch / 2), math.sin(pitch / 2)
-    cy, sy = math.cos(yaw / 2), math.sin(yaw / 2)
-    return (sr * cp * cy - cr * sp * sy, cr * sp * cy + sr * cp * sy,
-            cr * cp * sy - sr * sp * cy, cr * cp * cy + sr * sp * sy)
+def pose_to_xyzrpy(pose: Any, quaternion_tolerance: float = QUATERNION_TOLERANCE) -> np.ndarray:
+    """geometry_msgs/Pose (or anything with .position.x.. and .orientation.x..) -> (6,) float64.
 
-
-def quaternion_to_rpy(x: float, y: float, z: float, w: float) -> tuple[float, float, float]:
-    """Quaternion (normalised here) -> ZYX Euler angles; ValueError for a zero or non-finite one."""
-    norm = math.sqrt(x * x + y * y + z * z + w * w)
-    if not math.isfinite(norm) or norm < 1e-9:
-        raise ValueError(f"invalid quaternion ({x}, {y}, {z}, {w})")
-    x, y, z, w = x / norm, y / norm, z / norm, w / norm
-    roll = math.atan2(2 * (w * x + y * z), 1 - 2 * (x * x + y * y))
-    pitch = math.asin(max(-1.0, min(1.0, 2 * (w * y - z * x))))
-    yaw = math.atan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
-    return roll, pitch, yaw
-
-
-def pose_to_xyzrpy(pose) -> np.ndarray:
-    """geometry_msgs/Pose (or anything with .position.x.. and .orientation.x..) -> (6,) float64;
-    ValueError for a non-finite position or an invalid orientation."""
+    Raises :class:`astra_core.geometry.QuaternionError` (a ValueError; ``kind`` "norm" or
+    "nonfinite") for an orientation the importer would refuse too, ValueError for a non-finite
+    position."""
     p, q = pose.position, pose.orientation
-    values = np.array([p.x, p.y, p.z, *quaternion_to_rpy(q.x, q.y, q.z, q.w)], dtype=np.float64)
-    if not np.isfinite(values).all():
-        raise ValueError(f"non-finite position ({p.x}, {p.y}, {p.z})")
-    return values
+    return pose_to_pose6d((p.x, p.y, p.z), (q.x, q.y, q.z, q.w), quaternion_tolerance)
 
 
-def set_pose_from_xyzrpy(pose, values) -> None:
+def set_pose_from_xyzrpy(pose: Any, values: Sequence[float]) -> None:
     """Fill a geometry_msgs/Pose in place from x y z roll pitch yaw."""
     x, y, z, roll, pitch, yaw = (float(v) for v in values[:POSE_DIMS])
     pose.position.x, pose.position.y, pose.position.z = x, y, z
@@ -54,6 +36,6 @@ def set_pose_from_xyzrpy(pose, values) -> None:
     q.x, q.y, q.z, q.w = rpy_to_quaternion(roll, pitch, yaw)
 
 
-def stamp_to_seconds(stamp) -> float:
+def stamp_to_seconds(stamp: Any) -> float:
     """builtin_interfaces/Time -> seconds (float)."""
     return stamp.sec + stamp.nanosec * 1e-9

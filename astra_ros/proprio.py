@@ -2,8 +2,10 @@
 
 Two message kinds (the policy node's `proprio_msg_type`):
 
-* ``pose``: geometry_msgs/PoseStamped -> ``x y z roll pitch yaw`` (ZYX, astra_ros.pose_conversion);
-  for checkpoints whose proprioception is exactly an end-effector pose.
+* ``pose``: geometry_msgs/PoseStamped -> ``x y z roll pitch yaw`` (ZYX, astra_core.geometry through
+  astra_ros.pose_conversion); a quaternion further than ``QUATERNION_TOLERANCE`` from unit length is
+  refused, as the importer and the recorder refuse it. For checkpoints whose proprioception is
+  exactly an end-effector pose.
 * ``joint_state``: sensor_msgs/JointState -> the ``position`` of each name the checkpoint's
   proprioception lists, in its order. Names are matched, not positions, because a JointState may
   list joints in any order (and robot_state_publisher-style topics carry more joints than a
@@ -23,7 +25,8 @@ from astra_ros.pose_conversion import pose_to_xyzrpy
 
 
 def proprio_from_pose(msg) -> np.ndarray:
-    """PoseStamped -> (6,) x y z roll pitch yaw; ValueError for a non-finite or invalid pose."""
+    """PoseStamped -> (6,) x y z roll pitch yaw; ValueError (QuaternionError for the orientation) for a
+    non-finite or non-unit pose."""
     return pose_to_xyzrpy(msg.pose)
 
 

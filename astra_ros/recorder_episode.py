@@ -1,7 +1,8 @@
 """Resolved ticks -> the steps of one recorded episode, with its report. Pure Python, no ROS.
 
-The importer's per-tick rule (astra_core.data.rosbag_episodes), with the same classifier
-(:class:`astra_core.data.resample.TickClassifier`) and report (:class:`astra_core.data.import_report.EpisodeReport`):
+The importer's per-tick rule, judged by the same code (:class:`astra_core.data.resample.EpisodeTicks`,
+which astra_core.data.rosbag_episodes uses too) into the same report
+(:class:`astra_core.data.import_report.EpisodeReport`):
 a tick where a stream has no fresh sample is a *gap* (dropped, its stream and span reported), one
 whose newest sample is bad is a *bad* step (dropped, kind and first message reported), ticks before
 every stream has started or after one stopped are *trimmed*; the rest are steps. Nothing is padded
@@ -20,7 +21,7 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 import numpy as np
 
 from astra_core.data.import_report import EpisodeReport
-from astra_core.data.resample import BAD, TickClassifier
+from astra_core.data.resample import BAD, NO_COMPLETE_STEP, BadSampleInfo, EpisodeTicks
 from astra_ros.recorder_ticks import ResolvedTick, Sample
 
 NS = 1_000_000_000
@@ -54,54 +55,33 @@ class EpisodeAssembler:
                  pose_actions: bool, proprio: bool) -> None:
         self.cameras = list(cameras)
         self.report = report
-        self.period_s = float(period_s)
-        self.gap_policy = gap_policy
         self.sync_tolerance_ns = int(round(sync_tolerance_s * NS))
         self._decode = decode
         self._begin = begin
         self._pose_actions = pose_actions
         self._proprio = proprio
-        self.classifier = TickClassifier()
+        self.ticks = EpisodeTicks(report, period_s, gap_policy)
         self.sink: StepSink | None = None
         self.instruction = ""
-        self.dropped = ""  # why the whole episode is dropped ("" = it is not)
         self._previous: dict[str, int] = {}  # stream -> receive time of the sample the previous step used
         self._usage: dict[str, dict[str, Any]] = {}
 
+    @property
+    def dropped(self) -> str:
+        """Why the whole episode is dropped ("" = it is not)."""
+        return self.ticks.dropped
+
     def on_tick(self, tick: ResolvedTick) -> None:
         self.report.ticks += 1
-        bad: list[tuple[str, str, str]] = []
-        images: dict[str, np.ndarray] = {}
-        masks: dict[str, np.ndarray] = {}
-        if not tick.any_missing:
-            if tick.overrun:
-                bad.append((OVERRUN_STREAM, OVERRUN_KIND, "the writer thread fell behind (max_queued_steps): "
-                                                          "tick not written"))
-            else:
-                bad += [(s, *tick.samples[s].problem) for s, st in tick.status.items() if st == BAD]  # type: ignore[union-attr, misc]
-                if not bad:  # decode only what may become a step
-                    for cam in self.cameras:
-                        try:
-                            images[cam], mask = self._decode(cam, tick.samples[cam].value)  # type: ignore[union-attr]
-                        except ValueError as err:
-                            bad.append((cam, getattr(err, "kind", "decode"), str(err)))
-                            continue
-                        if mask is not None:
-                            masks[cam] = mask
-        verdict, gaps = self.classifier.on_tick((tick.t_ns, tick.missing), tick.any_missing, bool(bad))
-        for t_ns, streams in gaps:
-            for stream in streams:
-                self.report.add_gap_tick(stream, t_ns / NS, self.period_s)
-        if gaps and self.gap_policy == "drop_episode":
-            self._drop(f"gap at {gaps[0][0] / NS:.3f} s: {', '.join(gaps[0][1])} stale (gap_policy drop_episode)")
-        if verdict == "bad":
-            for stream, kind, message in bad:
-                self.report.add_bad(stream, kind, message)
-            if self.gap_policy == "drop_episode":
-                self._drop(f"bad sample at {tick.t_ns / NS:.3f} s: {bad[0][0]} {bad[0][1]} (gap_policy drop_episode)")
-        if verdict != "step" or self.dropped:
-            return
-        self._write_step(tick, images, masks or None)
+        if tick.overrun:  # the tick kept its place in the order without its samples: never written
+            bad: list[BadSampleInfo] = [(OVERRUN_STREAM, OVERRUN_KIND, "the writer thread fell behind "
+                                                                       "(max_queued_steps): tick not written")]
+        else:
+            bad = [(s, *tick.samples[s].problem) for s, st in tick.status.items() if st == BAD]  # type: ignore[union-attr, misc]
+        step = self.ticks.judge(tick.t_ns, tick.missing, bad, self.cameras,
+                                lambda cam: self._decode(cam, tick.samples[cam].value))  # type: ignore[union-attr]
+        if step is not None:
+            self._write_step(tick, step.images, step.masks)
 
     def _write_step(self, tick: ResolvedTick, images: dict[str, np.ndarray], masks: dict[str, np.ndarray] | None) -> None:
         samples: Mapping[str, Sample] = tick.samples  # type: ignore[assignment]
@@ -129,23 +109,18 @@ class EpisodeAssembler:
         self._previous[stream] = sample.t_ns
         stats["max_age_ms"] = max(stats["max_age_ms"], round((tick_ns - sample.t_ns) / 1e6, 3))
 
-    def _drop(self, reason: str) -> None:
-        if not self.dropped:
-            self.dropped = reason
-
     def finish(self, messages: Mapping[str, int]) -> EpisodeReport:
         """The episode ended: trailing pending ticks are trimmed; the report is complete.
         ``messages``: messages received per stream during the episode."""
-        report, c = self.report, self.classifier
-        report.trimmed_end = c.finish()
-        report.trimmed_start, report.gap_steps, report.bad_steps = c.trimmed_start, c.gap_ticks, c.bad_ticks
+        report = self.report
+        self.ticks.finish()
         for stream, count in messages.items():
             report.streams.setdefault(stream, {}).update({"messages": count, **self._usage.get(stream, {})})
         report.instruction = self.instruction
         if self.dropped:
             report.drop(self.dropped)
         elif report.steps == 0:
-            report.drop("no complete step: every tick lacked a stream or had a bad sample")
+            report.drop(NO_COMPLETE_STEP)
         return report
 
 

@@ -21,15 +21,16 @@ from typing import Any, Mapping, Sequence
 from astra_core.action_space import ActionSpaceSpec
 from astra_core.configuration import from_dict
 from astra_core.data.format import check_camera_names
+from astra_core.data.resample import GAP_POLICIES
+from astra_core.geometry import QUATERNION_TOLERANCE
 from astra_core.data.rosbag_mapping import RosbagMapping
-from astra_ros.params import (INTEGER_ARRAY, PROPRIO_MSG_TYPES, STRING_ARRAY, coerce_table_value,
-                              default_camera_topic, resolve_values)
+from astra_ros.params import (INTEGER_ARRAY, STRING_ARRAY, coerce_table_value, default_camera_topic, proprio_problems,
+                              resolve_values)
 
 OUTPUTS = {"dataset": ("dataset",), "rosbag": ("rosbag",), "both": ("dataset", "rosbag")}
 BAG_STORAGES = ("mcap", "sqlite3")
 ACTION_SPACES = ("continuous_pose6d", "discrete_pose6d", "discrete_se2")
 TICK_MODES = ("rate", "action")
-GAP_POLICIES = ("drop_step", "drop_episode")
 # The action topics a policy node publishes (relative names), used when action_topic is "".
 DEFAULT_ACTION_TOPICS = {"discrete_se2": "pick_place", "pose6d": "target_pose"}
 
@@ -80,7 +81,8 @@ RECORDER_PARAMETERS: dict[str, tuple[Any, str]] = {
                          "policy node's image_timeout_s rule: keep them equal."),
     "sync_tolerance_s": (0.0, "Camera frames of one step further apart than this count as misaligned (reported); "
                               "0: half a control period."),
-    "quaternion_tolerance": (0.01, "| |q| - 1 | beyond this makes a pose a bad sample (its steps are dropped)."),
+    "quaternion_tolerance": (QUATERNION_TOLERANCE, "| |q| - 1 | beyond this makes a pose a bad sample (its steps are "
+                                                   "dropped); the policy node refuses poses beyond the default."),
     "gap_policy": ("drop_step", "'drop_step': a tick with a stale stream is dropped and reported, the episode "
                                 "kept and marked; 'drop_episode': the episode is dropped."),
     "chunk_size": (32, "Frames per image chunk of the dataset."),
@@ -170,12 +172,7 @@ class RecorderParams:
                 problems.append("'action_frame' delta is not supported for discrete_se2 (as in the policy node)")
             if self.action_space != "discrete_se2" and not self.gripper_topic:
                 problems.append(f"'gripper_topic' is empty: {self.action_space} actions have a gripper dimension")
-        if self.proprio_msg_type not in PROPRIO_MSG_TYPES:
-            problems.append(f"'proprio_msg_type' is {self.proprio_msg_type!r}: must be one of {list(PROPRIO_MSG_TYPES)}")
-        if self.proprio_joint_names and (self.proprio_msg_type != "joint_state" or not self.proprio_topic):
-            problems.append("'proprio_joint_names' only applies with a 'proprio_topic' of proprio_msg_type 'joint_state'")
-        if len(set(self.proprio_joint_names)) != len(self.proprio_joint_names):
-            problems.append(f"'proprio_joint_names' has duplicates: {list(self.proprio_joint_names)}")
+        problems += proprio_problems(self.proprio_topic, self.proprio_msg_type, self.proprio_joint_names)
         if not self.instruction_topic:
             problems.append("'instruction_topic' is empty")
         if self.instruction_max_chars < 1:
@@ -244,8 +241,8 @@ class RecorderParams:
     def import_mapping(self, topics: Mapping[str, str], marker_topic: str,
                        proprio_joints: Sequence[str] | None) -> RosbagMapping:
         """The rosbag importer's mapping for this recorder's bags: the same topics (resolved names),
-        resampling rule and tolerances, episodes delimited by the markers the recorder writes.
-        Instance masks are recorded in the bags but not imported (the importer has no mask streams)."""
+        instance masks paired alike (mask topics, stamp tolerance), resampling rule and tolerances,
+        episodes delimited by the markers the recorder writes."""
         proprio = []
         if self.proprio_topic:
             entry: dict[str, Any] = {"topic": topics["proprio"]}
@@ -254,6 +251,8 @@ class RecorderParams:
             proprio.append(entry)
         mapping = {
             "cameras": {c: topics[c] for c in self.camera_names},
+            "mask_topics": {c: topics[mask_stream(c)] for c in self.camera_names} if self.mask_topics else {},
+            "mask_stamp_tolerance_s": self.mask_stamp_tolerance_s,
             "action": {"space": self.action_space, "num_bins": self.num_bins, "frame": self.action_frame,
                        "topic": topics["action"]},
             "gripper": {"topic": topics["gripper"]} if self.pose_actions else {},

@@ -166,9 +166,9 @@ class RecordingSession:
 
     def progress(self) -> dict[str, int]:
         """Counters for the status message (read without stopping the writer)."""
-        r = self.report
-        return {"ticks": self.resampler.ticks_resolved, "steps": r.steps, "gap_steps": self.assembler.classifier.gap_ticks,
-                "bad_steps": self.assembler.classifier.bad_ticks}
+        classifier = self.assembler.ticks.classifier
+        return {"ticks": self.resampler.ticks_resolved, "steps": self.report.steps, "gap_steps": classifier.gap_ticks,
+                "bad_steps": classifier.bad_ticks}
 
     @property
     def finished(self) -> bool:

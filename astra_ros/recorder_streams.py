@@ -10,18 +10,18 @@ sample (kind + message), never a silently skipped one: the tick that would use i
 
 Camera frames are not converted here: they are decoded only when a tick may use them (by the node,
 with the policy node's image conversion). With instance masks, a camera's sample is a frame together
-with the mask of its header stamp (the policy node's pairing rule), available from the moment both
-have arrived.
+with the mask of its header stamp (:class:`astra_core.data.mask_pairing.MaskPairer`, the pairing the
+rosbag importer applies to the recorded bag), available from the moment both have arrived.
 """
 
 from __future__ import annotations
 
-from collections import deque
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
 from astra_core.data import ros_messages as rm
+from astra_core.data.mask_pairing import MaskPairer
 from astra_ros.instruction import InstructionError, check_instruction
 from astra_ros.recorder_params import RecorderParams, mask_stream
 from astra_ros.recorder_ticks import Sample
@@ -29,9 +29,15 @@ from astra_ros.recorder_ticks import Sample
 if TYPE_CHECKING:
     from astra_ros.recorder_session import RecordingSession
 
-PAIRING_HISTORY = 8  # frames / masks kept per camera for stamp matching (the policy node keeps as many)
-
 Converter = Callable[[Any], np.ndarray]
+
+
+class Received(NamedTuple):
+    """A frame or mask as it arrived: receive time, serialised bytes (for the bag), the message."""
+
+    t_ns: int
+    data: bytes
+    msg: Any
 
 
 def to_sample(t_ns: int, msg: Any, convert: Converter) -> Sample:
@@ -91,38 +97,6 @@ class StreamConverters:
         return list(self.joints.names)
 
 
-class MaskPairer:
-    """Frames and instance masks of one camera -> (frame, mask) pairs of the same header stamp.
-
-    Frames and masks come on separate topics in either order; the last few of each are kept and a
-    pair is emitted once both parts are there (a segmenter that copies the image header gives
-    identical stamps; ``tolerance_s`` allows a difference)."""
-
-    def __init__(self, tolerance_s: float = 0.0) -> None:
-        self.tolerance_ns = int(round(tolerance_s * 1e9))
-        self._frames: deque[tuple[int, Any]] = deque(maxlen=PAIRING_HISTORY)
-        self._masks: deque[tuple[int, Any]] = deque(maxlen=PAIRING_HISTORY)
-        self._paired_stamp: int | None = None  # newest frame stamp already paired (one pair per frame)
-
-    def add_frame(self, stamp_ns: int, frame: Any) -> tuple[Any, Any] | None:
-        self._frames.append((stamp_ns, frame))
-        return self._match(stamp_ns, frame, self._masks, frame_first=True)
-
-    def add_mask(self, stamp_ns: int, mask: Any) -> tuple[Any, Any] | None:
-        self._masks.append((stamp_ns, mask))
-        return self._match(stamp_ns, mask, self._frames, frame_first=False)
-
-    def _match(self, stamp_ns: int, item: Any, others: deque, frame_first: bool) -> tuple[Any, Any] | None:
-        for other_stamp, other in reversed(others):
-            if abs(other_stamp - stamp_ns) <= self.tolerance_ns:
-                frame_stamp = stamp_ns if frame_first else other_stamp
-                if self._paired_stamp is not None and frame_stamp <= self._paired_stamp:
-                    return None  # that frame was paired already, or a newer one was
-                self._paired_stamp = frame_stamp
-                return (item, other) if frame_first else (other, item)
-        return None
-
-
 class RecorderInputs:
     """Everything the recorder keeps between its subscriptions and the episode being recorded:
     the newest sample and the newest message (as received) of every stream, the instruction in
@@ -177,10 +151,10 @@ class RecorderInputs:
         elif self.pairers:  # a frame or a mask of a camera with masks: a sample once both are there
             camera = stream.removeprefix(mask_stream(""))
             pairer = self.pairers[camera]
-            stamp = rm.stamp_ns(msg.header.stamp)
-            pair = pairer.add_frame(stamp, msg) if stream == camera else pairer.add_mask(stamp, msg)
+            stamp, part = rm.stamp_ns(msg.header.stamp), Received(t_ns, data, msg)
+            pair = pairer.add_frame(stamp, part) if stream == camera else pairer.add_mask(stamp, part)
             if pair is not None:
-                self._sample(camera, Sample(t_ns, pair))
+                self._sample(camera, Sample(t_ns, (pair[0].msg, pair[1].msg)))
         else:
             self._sample(stream, Sample(t_ns, msg))
 
@@ -206,8 +180,15 @@ class RecorderInputs:
         return {s: self.latest[s] for s in self.streams if s in self.latest}
 
     def bag_seeds(self) -> list[tuple[str, str, int, bytes]]:
-        """The newest message of every topic, in time order: a bag starts with what the robot had."""
-        seeds = [(self.topics[s], self.msgtypes[s], t, data) for s, (t, data) in self.latest_raw.items()]
+        """What the robot had, in time order, for the start of a bag: the newest message of every
+        topic; for a camera with masks, every frame and mask its pairer holds (the importer's
+        pairer, given them, pairs the episode's messages as this recorder does)."""
+        paired = {*self.pairers, *(mask_stream(c) for c in self.pairers)}
+        seeds = [(self.topics[s], self.msgtypes[s], t, data) for s, (t, data) in self.latest_raw.items() if s not in paired]
+        for camera, pairer in self.pairers.items():
+            for part, received in pairer.held():
+                stream = camera if part == "frame" else mask_stream(camera)
+                seeds.append((self.topics[stream], self.msgtypes[stream], received.t_ns, received.data))
         return sorted(seeds, key=lambda item: item[2])
 
     def ages(self, now_ns: int, streams: Sequence[str]) -> dict[str, float | None]:

@@ -151,7 +151,7 @@ fi
 
 # ---- 5. msgs --------------------------------------------------------------------------------
 stage "5/7 build msg/ + srv/ (rosidl) into the venv prefix"
-MSG_INPUTS=(CMakeLists.txt package.xml astra_ros/__init__.py scripts/policy_node scripts/sim_bridge)
+MSG_INPUTS=(CMakeLists.txt package.xml astra_ros/__init__.py scripts/policy_node scripts/sim_bridge scripts/recorder)
 MSGS_HASH="$(
   cd "$ROOT"
   {

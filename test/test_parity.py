@@ -1,16 +1,18 @@
 """Train/serve parity (issue 10, part 4): one live stream, three ways to the model, identical inputs.
 
-A test participant publishes a demonstration stream over loopback DDS (two cameras, commanded
-end-effector poses + gripper commands, proprioception, the instruction). Then:
+A test participant publishes a demonstration stream over loopback DDS (two cameras, in one case
+with an instance mask per camera carrying its frame's stamp, commanded end-effector poses + gripper
+commands, proprioception, the instruction). Then:
 
 * **recorder -> dataset A**: the recorder (a real process) writes the episode into the dataset
   format, and, at the same time, the same messages as received (raw subscriptions, receive times)
   into a rosbag2 folder;
 * **bag -> importer -> dataset B**: that bag is imported with ``import_rosbag`` and the mapping the
   recorder wrote next to it;
-* **policy node online -> N**: every frame and proprioception message the test's own subscriptions
-  (the policy node's QoS) receive goes through the policy node's conversions (``to_rgb`` with the
-  node's parameters, the node's proprio reader) into the node's ``FrameBuffer``; at each of the
+* **policy node online -> N**: every frame, mask and proprioception message the test's own
+  subscriptions (the policy node's QoS) receive goes through the policy node's conversions
+  (``to_rgb`` / ``image_to_labels`` with the node's parameters, the node's proprio reader) into the
+  node's ``FrameBuffer`` (masks paired with frames by stamp, as the node pairs them); at each of the
   recorder's ticks the buffer is asked what the node would step on (its staleness rule, the same
   timeout). Messages are fed in the recorder's receive order and times (from the bag), so the node
   and the recorder see the same arrivals; the node itself is not run because its ticks fall at
@@ -19,7 +21,8 @@ end-effector poses + gripper commands, proprioception, the instruction). Then:
 Compared, step for step, with a tiny model: the frames and the images after the model's
 preprocessing (``model.vision.preprocess``) and its state tokens (``Astra.encode_states``), the
 actions in model form (``action_space.to_model``: training reads the recorded float64 values from
-the dataset, the runtime records the commanded float64 values), proprioception, and finally the decoder outputs of
+the dataset, the runtime records the commanded float64 values), proprioception, the object boxes of
+the masks (``boxes_from_mask``: the data loader's and the runtime's function), and finally the decoder outputs of
 a teacher-forced training forward on A against the streaming runtime (``AstraPolicy``) fed the
 node's inputs and the commanded actions. The figures are printed as one JSON line per case.
 """
@@ -43,7 +46,8 @@ from rosbags.rosbag2 import Reader  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image, JointState  # noqa: E402
 from geometry_msgs.msg import PoseStamped  # noqa: E402
 
-from recorder_harness import REPO_ROOT, DemoPeer, command_values, stamp_index, start_recorder  # noqa: E402, F401
+from recorder_harness import (REPO_ROOT, STREAM_T0_S, DemoPeer, command_values, stamp_index,  # noqa: E402, F401
+                              start_recorder)
 
 from astra_core.data.dataset import TrajectoryWindowDataset, collate_windows  # noqa: E402
 from astra_core.data.import_rosbag import import_bags  # noqa: E402
@@ -56,7 +60,8 @@ from astra_core.data.validate import validate_dataset  # noqa: E402
 from astra_core.model import Astra, AstraConfig  # noqa: E402
 from astra_core.runtime import AstraPolicy  # noqa: E402
 from astra_ros.frame_buffer import FrameBuffer, FrameSet  # noqa: E402
-from astra_ros.image_conversion import to_rgb  # noqa: E402
+from astra_core.objects import boxes_from_mask  # noqa: E402
+from astra_ros.image_conversion import image_to_labels, to_rgb  # noqa: E402
 from astra_ros.params import PARAMETERS  # noqa: E402
 from astra_ros.proprio import JointStateSelector, proprio_from_pose  # noqa: E402
 from astra_ros.qos import SENSOR_QOS  # noqa: E402
@@ -70,25 +75,30 @@ RATES = {"camera": 15.0, "command": 20.0, "proprio": 25.0}  # none a multiple of
 TOLERANCE_S = 0.5  # the recorder's tolerance_s = the policy node's image_timeout_s / proprio_timeout_s
 NODE_MAX_PIXELS = PARAMETERS["max_image_pixels"][0]  # the node's default frame-size limit
 JOINTS = ["shoulder", "elbow", "wrist", "finger"]
+MAX_OBJECTS = 4  # object slots per camera for the boxes of the masks
 
-CASES = {  # transport, proprioception message, action space
-    "raw-jointstate-continuous": ("raw", "joint_state", "continuous_pose6d"),
-    "jpeg-pose-discrete": ("compressed", "pose", "discrete_pose6d"),
+CASES = {  # transport, proprioception message, action space, instance masks
+    "raw-masks-jointstate-continuous": ("raw", "joint_state", "continuous_pose6d", True),
+    "jpeg-pose-discrete": ("compressed", "pose", "discrete_pose6d", False),
 }
 
 
 class PolicyNodeInputs:
     """The policy node's input conversions in live subscriptions of the test's node (the node's QoS),
-    keyed by (topic, header stamp ns): frames through ``to_rgb`` with the node's parameters
-    (image_size unset, the default max_image_pixels), proprioception through the node's reader."""
+    keyed by (topic, header stamp ns): frames through ``to_rgb`` and masks through
+    ``image_to_labels`` with the node's parameters (image_size unset, the default max_image_pixels),
+    proprioception through the node's reader."""
 
-    def __init__(self, node, transport: str, proprio_type: str) -> None:
+    def __init__(self, node, transport: str, proprio_type: str, masks: bool) -> None:
         self.values: dict[tuple[str, int], np.ndarray] = {}
         image_type = CompressedImage if transport == "compressed" else Image
         self.camera_topics = {cam: f"/camera/{cam}/image_raw" + ("/compressed" if transport == "compressed" else "")
                               for cam in CAMERAS}
         for topic in self.camera_topics.values():
             node.create_subscription(image_type, topic, self._keep(topic, self.convert_frame), SENSOR_QOS)
+        self.mask_topics = {cam: f"/camera/{cam}/mask" for cam in CAMERAS} if masks else {}
+        for topic in self.mask_topics.values():
+            node.create_subscription(Image, topic, self._keep(topic, self.convert_mask), SENSOR_QOS)
         self.proprio_topic = "/ee_pose" if proprio_type == "pose" else "/joint_states"
         self.read_proprio = proprio_from_pose if proprio_type == "pose" else JointStateSelector(JOINTS)
         self.proprio_type = PoseStamped if proprio_type == "pose" else JointState
@@ -99,6 +109,10 @@ class PolicyNodeInputs:
     @staticmethod
     def convert_frame(msg) -> np.ndarray:
         return to_rgb(msg, None, max_pixels=NODE_MAX_PIXELS)  # policy_node._make_image_callback
+
+    @staticmethod
+    def convert_mask(msg) -> np.ndarray:
+        return image_to_labels(msg, None, max_pixels=NODE_MAX_PIXELS)  # policy_node._make_image_callback(masks=True)
 
     def _keep(self, topic: str, convert):
         def callback(msg) -> None:
@@ -128,9 +142,11 @@ def replay_policy_node(messages, inputs: PolicyNodeInputs, ticks_ns: np.ndarray)
     messages arriving at the recorder's receive times. -> (per tick: FrameSet or None, proprio or
     None), and how many messages the live subscriptions had missed (converted from the bag bytes)."""
     clock = [0.0]
-    frames = FrameBuffer(CAMERAS, TOLERANCE_S, clock=lambda: clock[0])
+    frames = FrameBuffer(CAMERAS, TOLERANCE_S, clock=lambda: clock[0], with_masks=bool(inputs.mask_topics))
     topic_camera = {topic: cam for cam, topic in inputs.camera_topics.items()}
-    events = [(t, 0, topic, raw) for t, topic, raw in messages if topic in topic_camera or topic == inputs.proprio_topic]
+    topic_mask = {topic: cam for cam, topic in inputs.mask_topics.items()}
+    events = [(t, 0, topic, raw) for t, topic, raw in messages
+              if topic in topic_camera or topic in topic_mask or topic == inputs.proprio_topic]
     events += [(int(t), 1, k, None) for k, t in enumerate(ticks_ns)]
     events.sort(key=lambda e: (e[0], e[1]))  # a message received at a tick's instant counts for it (<= tick)
     proprio: tuple[np.ndarray, float] | None = None
@@ -143,14 +159,17 @@ def replay_policy_node(messages, inputs: PolicyNodeInputs, ticks_ns: np.ndarray)
             fresh = proprio is not None and clock[0] - proprio[1] <= TOLERANCE_S  # policy_node._hold_reason_locked
             views.append((taken if isinstance(taken, FrameSet) else None, proprio[0] if fresh else None))
             continue
-        is_camera = what in topic_camera
-        msg = deserialize_message(raw, inputs.image_type if is_camera else inputs.proprio_type)
+        is_camera, is_mask = what in topic_camera, what in topic_mask
+        msg = deserialize_message(raw, inputs.image_type if is_camera else Image if is_mask else inputs.proprio_type)
         value = inputs.values.get((what, stamp_ns(msg.header.stamp)))
         if value is None:  # lost by the test's best-effort subscription: the same bytes, converted alike
             missed += 1
-            value = inputs.convert_frame(msg) if is_camera else inputs.read_proprio(msg)
+            convert = inputs.convert_frame if is_camera else inputs.convert_mask if is_mask else inputs.read_proprio
+            value = convert(msg)
         if is_camera:
             frames.put(topic_camera[what], value, stamp_ns(msg.header.stamp) / 1e9)
+        elif is_mask:
+            frames.put_mask(topic_mask[what], value, stamp_ns(msg.header.stamp) / 1e9)
         else:
             proprio = (value, clock[0])
     return views, missed
@@ -180,9 +199,11 @@ def tiny_model(dataset: Path, action_space: str, proprio_dim: int) -> Astra:
     return Astra(AstraConfig.from_dict(cfg), stats.action, stats.proprio).eval()
 
 
-def training_inputs(model: Astra, root: Path, steps: int) -> dict:
-    """What training feeds the model: the dataset reader's window, then the model's own transforms."""
-    batch = collate_windows([TrajectoryWindowDataset(root, window=steps)[0]])
+def training_inputs(model: Astra, root: Path, steps: int, masks: bool) -> dict:
+    """What training feeds the model: the dataset reader's window (with the boxes of its masks), then
+    the model's own transforms."""
+    window = TrajectoryWindowDataset(root, window=steps, max_objects=MAX_OBJECTS if masks else None)[0]
+    batch = collate_windows([window])
     with torch.no_grad():
         images = batch["images"]
         states = model.encode_states(images, proprio=batch["proprio"], step_mask=batch["step_mask"])
@@ -191,7 +212,9 @@ def training_inputs(model: Astra, root: Path, steps: int) -> dict:
         head = model(prompt, prompt_mask, states, actions, batch["step_mask"]).head
     return {"frames": images[0], "preprocessed": [model.vision.preprocess(images[0, :, m]) for m in range(len(CAMERAS))],
             "features": states.features[0], "actions": actions[0], "physical": batch["actions"][0],
-            "proprio": batch["proprio"][0], "head": head[0], "timestamps": batch["timestamps"][0].numpy()}
+            "proprio": batch["proprio"][0], "head": head[0], "timestamps": batch["timestamps"][0].numpy(),
+            "object_boxes": batch["object_boxes"][0] if masks else None,
+            "object_valid": batch["object_valid"][0] if masks else None}
 
 
 def max_abs(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -200,7 +223,7 @@ def max_abs(a: torch.Tensor, b: torch.Tensor) -> float:
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_recorder_importer_and_policy_node_give_identical_model_inputs(case, tmp_path, ros_domain_id, start_recorder):
-    transport, proprio_type, action_space = CASES[case]
+    transport, proprio_type, action_space, masks = CASES[case]
     suffix = "/compressed" if transport == "compressed" else ""
     params = dict(output="both", dataset_path=str(tmp_path / "recorded"), bag_path=str(tmp_path / "bags"),
                   bag_storage="mcap", camera_names=CAMERAS, transport=transport,
@@ -210,12 +233,14 @@ def test_recorder_importer_and_policy_node_give_identical_model_inputs(case, tmp
                   instruction_topic="/instruction", tolerance_s=TOLERANCE_S, status_rate_hz=5.0)
     if proprio_type == "joint_state":
         params["proprio_joint_names"] = JOINTS
+    if masks:
+        params["mask_topics"] = [f"/camera/{c}/mask" for c in CAMERAS]
     recorder = start_recorder(params)
     peer = DemoPeer(ros_domain_id)
     try:
-        node_inputs = PolicyNodeInputs(peer.node, transport, proprio_type)
+        node_inputs = PolicyNodeInputs(peer.node, transport, proprio_type, masks)
         for cam in CAMERAS:
-            peer.add_camera(cam, RATES["camera"], size=(48, 64), transport=transport)
+            peer.add_camera(cam, RATES["camera"], size=(48, 64), transport=transport, masks=masks)
         peer.add_pose_commands(RATES["command"])
         peer.add_ee_pose(RATES["proprio"]) if proprio_type == "pose" else peer.add_joint_states(RATES["proprio"])
         peer.start()
@@ -245,7 +270,7 @@ def test_recorder_importer_and_policy_node_give_identical_model_inputs(case, tmp
     assert steps >= 15 and stopped.gap_steps == 0, stopped.message
 
     model = tiny_model(recorded, action_space, proprio_dim=6 if proprio_type == "pose" else len(JOINTS))
-    a, b = training_inputs(model, recorded, steps), training_inputs(model, imported, steps)
+    a, b = training_inputs(model, recorded, steps, masks), training_inputs(model, imported, steps, masks)
     step_ticks = np.array([int(np.argmin(np.abs(ticks / 1e9 - ts))) for ts in a["timestamps"]])  # each step's tick
     assert np.abs(ticks[step_ticks] / 1e9 - a["timestamps"]).max() < 1e-6 and len(set(step_ticks)) == steps
     assert np.array_equal(a["timestamps"], b["timestamps"])
@@ -287,9 +312,23 @@ def test_recorder_importer_and_policy_node_give_identical_model_inputs(case, tmp
                             "node_as_model_input": max_abs(a["proprio"], torch.from_numpy(node_proprio).float())},
         "head_output_runtime_vs_training_max_abs": {name: max_abs(a["head"], head) for name, head in runtime_head.items()},
     }
+    if masks:  # object boxes: the data loader's from the stored masks, the runtime's from the node's masks
+        node_boxes = [[boxes_from_mask(f.masks[c], MAX_OBJECTS) for c in CAMERAS] for f in node_frames]
+        boxes = torch.from_numpy(np.array([[b for b, _ in step] for step in node_boxes]))
+        valid = torch.from_numpy(np.array([[v for _, v in step] for step in node_boxes]))
+        figures["object_boxes_equal"] = {
+            "imported": bool(torch.equal(a["object_boxes"], b["object_boxes"]) and torch.equal(a["object_valid"], b["object_valid"])),
+            "node": bool(torch.equal(a["object_boxes"], boxes) and torch.equal(a["object_valid"], valid))}
+        figures["objects_per_step"] = int(a["object_valid"].sum()) / steps
+        # the node's pairs are by stamp: frame k carries the mask labelled k + 1 (recorder_harness.mask_labels)
+        assert all(int(f.masks[c].max()) == round((f.stamps_s[c] - STREAM_T0_S) * RATES["camera"]) + 1
+                   for f in node_frames for c in CAMERAS)
     print("parity " + json.dumps(figures))
 
     assert figures["frames_equal"] == {"imported": True, "node": True}
+    if masks:
+        assert figures["object_boxes_equal"] == {"imported": True, "node": True}
+        assert figures["objects_per_step"] == len(CAMERAS)  # one object per mask: the pairs hold real masks
     assert figures["preprocessed_max_abs"] == {"imported": 0.0, "node": 0.0}
     assert figures["state_tokens_max_abs"] == {"imported": 0.0, "node": 0.0}
     assert figures["actions_physical_max_abs"]["imported"] == 0.0

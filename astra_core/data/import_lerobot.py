@@ -37,7 +37,7 @@ from astra_core.data.import_mapping import (
 from astra_core.data.import_report import EpisodeReport, ImportReport
 from astra_core.data.lerobot_format import LeRobotEpisode, LeRobotError, LeRobotFolder, vector_column
 from astra_core.data.writer import DatasetWriter
-from astra_core.geometry import QuaternionError
+from astra_core.geometry import QUATERNION_TOLERANCE, QuaternionError
 
 IMAGE_DTYPES = ("video", "image")
 
@@ -58,7 +58,7 @@ class LeRobotMapping:
     success: bool = True  # LeRobot has no success flag: the one given to every imported episode
     image_size: list[int] | None = None  # null: native size; [H, W]: resize_rgb
     video_tolerance_s: float | None = None  # a frame must be this close to its timestamp (default 0.25 / fps)
-    quaternion_tolerance: float = 0.01  # action.quaternion: | |q| - 1 | beyond this is an error
+    quaternion_tolerance: float = QUATERNION_TOLERANCE  # action.quaternion: | |q| - 1 | beyond this is an error
     chunk_size: int = 32
     metadata: dict[str, Any] = field(default_factory=dict)  # copied into dataset.json metadata
 

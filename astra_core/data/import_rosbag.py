@@ -5,7 +5,7 @@
     astra-import-rosbag ...                                  (console script)
 
 The mapping YAML (:class:`~astra_core.data.rosbag_mapping.RosbagMapping`) names the camera,
-action, gripper, proprio, instruction and episode-marker topics and the resampling rule; see
+instance-mask, action, gripper, proprio, instruction and episode-marker topics and the resampling rule; see
 docs/DATASET.md, "Importing recordings". Each bag is read by
 :class:`~astra_core.data.rosbag_episodes.BagEpisodes`; its episodes go into one
 :class:`~astra_core.data.writer.DatasetWriter` (atomic per episode). A bag that cannot be read
@@ -56,6 +56,7 @@ class WriterSink:
                 self.out, cameras=list(self.mapping.cameras), action_space=self.mapping.action.spec(),
                 control_rate_hz=self.mapping.control_rate_hz, image_size=size, proprio_names=self.schema.proprio_names,
                 chunk_size=self.mapping.chunk_size, metadata=self.metadata, append=self.append,
+                has_masks=bool(self.mapping.mask_topics),
             )  # fmt: skip
         return self.writer
 
@@ -72,7 +73,8 @@ class _EpisodeHandle:
     def add_step(self, step: Step) -> None:
         if self.episode is None:
             self.episode = self.sink.writer_for(step).begin_episode(self.instruction, self.metadata)
-        self.episode.add_step(images=step.images, action=step.action, proprio=step.proprio, timestamp=step.timestamp)
+        self.episode.add_step(images=step.images, action=step.action, proprio=step.proprio, timestamp=step.timestamp,
+                              masks=step.masks)
 
     def commit(self, success: bool, metadata: dict) -> int:
         self.episode.metadata.update(metadata)  # the writer stores metadata when the episode ends

@@ -17,6 +17,11 @@ Ticks are then classified (:class:`TickClassifier`):
 Two forms compute the same choice: :func:`sample_stream` for streams held in memory (poses, joint
 states) and :class:`NewestSampleResolver` for streams too big to hold (camera frames), fed one
 sample at a time in time order. :class:`Reorderer` restores time order for header stamps.
+
+:class:`EpisodeTicks` applies the classification to one episode and writes it into the episode's
+report (gaps, bad samples, counts, the ``gap_policy``): the rosbag importer
+(:mod:`astra_core.data.rosbag_episodes`) and the recorder node (``astra_ros/recorder_episode.py``)
+both judge their ticks with it, so a recording and the import of its bag agree tick for tick.
 """
 
 from __future__ import annotations
@@ -25,13 +30,31 @@ import heapq
 import itertools
 import math
 from dataclasses import dataclass, field
-from typing import Any, Generic, Iterator, TypeVar
+from typing import Any, Callable, Generic, Iterator, Sequence, TypeVar
 
 import numpy as np
+
+from astra_core.data.import_report import EpisodeReport
 
 P = TypeVar("P")
 
 OK, MISSING, BAD = 0, 1, 2  # per-tick status of one stream
+NS = 1_000_000_000
+GAP_POLICIES = ("drop_step", "drop_episode")
+# Why an episode without a single step is not written (the importer's and the recorder's words).
+NO_COMPLETE_STEP = "no complete step: every tick lacked a stream or had a bad sample"
+
+BadSampleInfo = tuple[str, str, str]  # (stream, kind, message) of a bad sample chosen at a tick
+# camera -> (RGB frame, instance mask or None) of the tick's sample; raises ValueError with a ``kind``
+DecodeCamera = Callable[[str], tuple[np.ndarray, np.ndarray | None]]
+
+
+@dataclass
+class DecodedStep:
+    """The camera frames (and masks) of a tick that is a step."""
+
+    images: dict[str, np.ndarray]
+    masks: dict[str, np.ndarray] | None  # None: no camera has masks
 
 
 def tick_grid(start_ns: int, end_ns: int, rate_hz: float) -> np.ndarray:
@@ -174,3 +197,66 @@ class TickClassifier:
         """End of the episode: the trailing pending ticks are trimmed; returns how many."""
         self.trimmed_end, self._pending_missing = len(self._pending_missing), []
         return self.trimmed_end
+
+
+class EpisodeTicks:
+    """The per-tick rule of one episode, reported: classify each tick in order (:class:`TickClassifier`),
+    record its gaps and bad samples in the episode's report, apply the gap policy.
+
+    ``gap_policy`` ``drop_step`` drops a gap or bad tick and keeps the episode; ``drop_episode``
+    drops the whole episode at its first gap or bad tick (``dropped`` then says why).
+    """
+
+    def __init__(self, report: EpisodeReport, period_s: float, gap_policy: str) -> None:
+        if gap_policy not in GAP_POLICIES:
+            raise ValueError(f"gap policy {gap_policy!r}: must be one of {list(GAP_POLICIES)}")
+        self.report = report
+        self.period_s = float(period_s)
+        self.gap_policy = gap_policy
+        self.classifier = TickClassifier()
+        self.dropped = ""  # why the whole episode is dropped ("" = it is not)
+
+    def judge(self, tick_ns: int, missing: Sequence[str], bad: Sequence[BadSampleInfo], cameras: Sequence[str],
+              decode: DecodeCamera) -> DecodedStep | None:
+        """One tick, in order -> its decoded frames when it is a step to write, else None.
+
+        ``missing``: the streams without a fresh sample at the tick; ``bad``: the bad samples chosen
+        by the streams held as values. The cameras' samples are decoded only at a tick that may still
+        become a step (nothing missing, nothing bad), so no time goes into frames that no step uses;
+        a camera whose sample does not decode is a bad sample of that camera.
+        """
+        images: dict[str, np.ndarray] = {}
+        masks: dict[str, np.ndarray] = {}
+        if not missing and not bad:
+            bad = []
+            for camera in cameras:
+                try:
+                    images[camera], mask = decode(camera)
+                except ValueError as err:
+                    bad.append((camera, getattr(err, "kind", "decode"), str(err)))
+                    continue
+                if mask is not None:
+                    masks[camera] = mask
+        verdict, gaps = self.classifier.on_tick((tick_ns, list(missing)), bool(missing), bool(bad))
+        for gap_ns, streams in gaps:
+            for stream in streams:
+                self.report.add_gap_tick(stream, gap_ns / NS, self.period_s)
+        if gaps and self.gap_policy == "drop_episode":
+            self.drop(f"gap at {gaps[0][0] / NS:.3f} s: {', '.join(gaps[0][1])} stale (gap_policy drop_episode)")
+        if verdict == "bad":
+            for stream, kind, message in bad:
+                self.report.add_bad(stream, kind, message)
+            if self.gap_policy == "drop_episode":
+                self.drop(f"bad sample at {tick_ns / NS:.3f} s: {bad[0][0]} {bad[0][1]} (gap_policy drop_episode)")
+        return DecodedStep(images, masks or None) if verdict == "step" and not self.dropped else None
+
+    def drop(self, reason: str) -> None:
+        """Drop the whole episode (the first reason is kept)."""
+        if not self.dropped:
+            self.dropped = reason
+
+    def finish(self) -> None:
+        """The episode ended: trailing pending ticks are trimmed; the tick counts go into the report."""
+        report, c = self.report, self.classifier
+        report.trimmed_end = c.finish()
+        report.trimmed_start, report.gap_steps, report.bad_steps = c.trimmed_start, c.gap_ticks, c.bad_ticks

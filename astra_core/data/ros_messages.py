@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from astra_core.geometry import pose_to_pose6d
-from astra_core.imaging import decode_compressed, decode_raw
+from astra_core.imaging import decode_compressed, decode_labels, decode_raw
 
 RAW_IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
@@ -31,6 +31,7 @@ FLOAT64 = "std_msgs/msg/Float64"
 FLOAT32 = "std_msgs/msg/Float32"
 
 IMAGE_TYPES = (RAW_IMAGE, COMPRESSED_IMAGE)
+MASK_TYPES = (RAW_IMAGE,)  # mono16 / mono8 instance labels
 ACTION_TYPES = (POSE_STAMPED, PICK_PLACE_SE2, JOINT_STATE)
 GRIPPER_TYPES = (GRIPPER_COMMAND, FLOAT64, FLOAT32)
 PROPRIO_TYPES = (JOINT_STATE, POSE_STAMPED)
@@ -70,6 +71,12 @@ def image_to_rgb(msg: Any, expected_size: tuple[int, int] | None = None) -> np.n
     if hasattr(msg, "encoding"):
         return decode_raw(msg.data, msg.encoding, msg.height, msg.width, msg.step, bool(msg.is_bigendian), expected_size)
     return decode_compressed(msg.data, msg.format, expected_size)
+
+
+def image_to_labels(msg: Any, expected_size: tuple[int, int] | None = None) -> np.ndarray:
+    """sensor_msgs/Image mono16 / mono8 instance labels -> (H, W) uint16 / uint8 via astra_core.imaging
+    (the policy node's mask decoder); ``expected_size``: the size of the frame the mask belongs to."""
+    return decode_labels(msg.data, msg.encoding, msg.height, msg.width, msg.step, bool(msg.is_bigendian), expected_size)
 
 
 def pose_stamped_to_pose6d(msg: Any, quaternion_tolerance: float) -> np.ndarray:

@@ -7,10 +7,14 @@ Two passes over the bag, so that memory stays bounded by a few frames whatever t
    each stream is resampled onto the control ticks (:func:`astra_core.data.resample.sample_stream`).
 2. **cameras**: camera messages stream through one :class:`~astra_core.data.resample.NewestSampleResolver`
    per camera; a tick is complete once every camera has resolved it, and only frames that some
-   tick uses are decoded (:func:`astra_core.data.ros_messages.image_to_rgb`).
+   tick uses are decoded (:func:`astra_core.data.ros_messages.image_to_rgb`). With ``mask_topics``
+   a camera's sample is its frame paired with the mask of the same header stamp
+   (:class:`~astra_core.data.mask_pairing.MaskPairer`, the recorder's pairing), sampled when the
+   pair is complete.
 
-Each tick is then a step, a gap, a bad step or trimmed (see :mod:`astra_core.data.resample`), and
-the episode's report says which. An episode is committed by the sink only when its window is
+Each tick is then a step, a gap, a bad step or trimmed, judged by
+:class:`~astra_core.data.resample.EpisodeTicks` (the recorder's rule too), and the episode's report
+says which. An episode is committed by the sink only when its window is
 complete: one cut off by a truncated bag is reported and dropped, the ones before it are kept.
 """
 
@@ -24,7 +28,9 @@ from tqdm import tqdm
 
 from astra_core.data.import_mapping import MappingError, VectorComposer, common_image_size, prepare_frame
 from astra_core.data.import_report import EpisodeReport
-from astra_core.data.resample import BAD, MISSING, NewestSampleResolver, Reorderer, TickClassifier, sample_stream, tick_grid
+from astra_core.data.mask_pairing import MaskPairer
+from astra_core.data.resample import (BAD, MISSING, NO_COMPLETE_STEP, EpisodeTicks, NewestSampleResolver, Reorderer,
+                                      sample_stream, tick_grid)
 from astra_core.data import ros_messages as rm
 from astra_core.data.rosbag_mapping import RosbagMapping
 from astra_core.data.rosbag_source import BagError, BagSource
@@ -50,6 +56,7 @@ class Step:
     action: np.ndarray
     proprio: np.ndarray | None
     timestamp: float
+    masks: dict[str, np.ndarray] | None = None  # camera -> instance labels of its frame (mask_topics)
 
 
 class EpisodeHandle(Protocol):
@@ -139,6 +146,8 @@ class BagEpisodes:
     def _check_topics(self) -> None:
         m, src = self.mapping, self.source
         self.camera_types = {cam: src.check_topic(topic, rm.IMAGE_TYPES, f"camera '{cam}'") for cam, topic in m.cameras.items()}
+        for cam, topic in m.mask_topics.items():
+            src.check_topic(topic, rm.MASK_TYPES, f"mask of camera '{cam}'")
         self.streams: dict[str, NumericStream] = {}
         action_type = src.check_topic(m.action.topic, rm.ACTION_TYPES, "action")
         self.streams["action"] = NumericStream("action", m.action.topic, action_type, self._action_converter(action_type))
@@ -350,12 +359,12 @@ class BagEpisodes:
         arrays = {name: s.arrays() for name, s in self.streams.items()}
         plans = [_WindowPlan(w, self._ticks(w, arrays["action"][0]), arrays, tolerance_ns, self.streams) for w in windows]
         cameras = list(m.cameras)
-        topic_to_camera = {topic: cam for cam, topic in m.cameras.items()}
+        samples = CameraSamples(m)
         reorder = {cam: Reorderer(int(m.reorder_window_s * NS)) for cam in cameras} if m.time_source == "header" else None
         last: dict[str, tuple[int, _LazyFrame]] = {}
         current = 0
-        assembler = _Assembler(self, plans[0], cameras, tolerance_ns, reorder)
-        total = sum(self.source.topics[t].count for t in m.cameras.values())
+        assembler = _Assembler(self, plans[0], cameras, tolerance_ns, reorder, samples)
+        total = sum(self.source.topics[t].count for t in samples.topics)
         bar = tqdm(total=total, desc=self.source.path.name, unit="msg", disable=not self.progress, leave=False)
 
         def feed(cam: str, t_ns: int, frame: _LazyFrame) -> None:
@@ -365,18 +374,21 @@ class BagEpisodes:
             while assembler.done and current + 1 < len(plans):
                 self.frames_written += assembler.finish(complete=True)
                 current += 1
-                assembler = _Assembler(self, plans[current], cameras, tolerance_ns, reorder)
+                assembler = _Assembler(self, plans[current], cameras, tolerance_ns, reorder, samples)
                 for c, (t, f) in last.items():  # the newest frame may serve the next window's first ticks
                     assembler.push(c, t, f)
 
         try:
-            for topic, receive_ns, msg in self.source.messages(m.cameras.values()):
+            for topic, receive_ns, msg in self.source.messages(samples.topics):
                 bar.update(1)
                 if current >= len(plans) or (assembler.done and current + 1 >= len(plans)):
                     break  # every window is resolved
-                cam = topic_to_camera[topic]
-                frame = _LazyFrame(msg, cam, self)
-                t_ns = _sample_time(m, receive_ns, msg)
+                sample = samples.add(topic, receive_ns, msg)
+                if sample is None:
+                    continue  # a frame or mask waiting for its other half
+                cam, frame_msg, mask_msg = sample
+                frame = _LazyFrame(frame_msg, cam, self, mask_msg)
+                t_ns = _sample_time(m, receive_ns, frame_msg)
                 if reorder is None:
                     feed(cam, t_ns, frame)
                 else:
@@ -398,29 +410,64 @@ class BagEpisodes:
             bar.close()
 
 
+class CameraSamples:
+    """Camera (and mask) messages in receive order -> camera samples: a frame alone, or, with
+    ``mask_topics``, a frame and the mask of its stamp once both are there (the recorder's pairing,
+    :class:`~astra_core.data.mask_pairing.MaskPairer`). Counts the masks that cannot be used."""
+
+    def __init__(self, mapping: RosbagMapping) -> None:
+        self.camera_of = {topic: cam for cam, topic in mapping.cameras.items()}
+        self.mask_camera_of = {topic: cam for cam, topic in mapping.mask_topics.items()}
+        self.topics = [*self.camera_of, *self.mask_camera_of]
+        self.pairers: dict[str, MaskPairer] = {cam: MaskPairer(mapping.mask_stamp_tolerance_s) for cam in mapping.mask_topics}
+        self.bad_masks: dict[str, list[int]] = {cam: [] for cam in mapping.mask_topics}  # receive ns of corrupt masks
+
+    def add(self, topic: str, receive_ns: int, msg: Any) -> tuple[str, Any, Any] | None:
+        """-> (camera, frame message, mask message or None) when a camera sample is complete."""
+        if topic in self.camera_of:
+            cam = self.camera_of[topic]
+            if cam not in self.pairers or isinstance(msg, Exception):
+                return cam, msg, None  # a corrupt frame is a bad sample of its camera (as in the recorder)
+            pair = self.pairers[cam].add_frame(rm.stamp_ns(msg.header.stamp), msg)
+        else:
+            cam = self.mask_camera_of[topic]
+            if isinstance(msg, Exception):  # pairs with nothing: its frame waits for a usable mask
+                self.bad_masks[cam].append(receive_ns)
+                return None
+            pair = self.pairers[cam].add_mask(rm.stamp_ns(msg.header.stamp), msg)
+        return None if pair is None else (cam, *pair)
+
+
 class _LazyFrame:
-    """A camera message whose image is decoded on first use (only frames that a step uses are)."""
+    """A camera message (and its mask) decoded on first use (only frames that a step uses are)."""
 
-    __slots__ = ("msg", "camera", "owner", "_image", "_error")
+    __slots__ = ("msg", "mask", "camera", "owner", "_image", "_labels", "_error")
 
-    def __init__(self, msg: Any, camera: str, owner: BagEpisodes) -> None:
-        self.msg, self.camera, self.owner = msg, camera, owner
+    def __init__(self, msg: Any, camera: str, owner: BagEpisodes, mask: Any = None) -> None:
+        self.msg, self.mask, self.camera, self.owner = msg, mask, camera, owner
         self._image: np.ndarray | None = None
-        self._error: tuple[str, str] | None = None
+        self._labels: np.ndarray | None = None
+        self._error: ValueError | None = None
 
-    def get(self) -> tuple[np.ndarray | None, tuple[str, str] | None]:
+    def decoded(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """(RGB frame, instance labels or None); raises the ValueError (with a ``kind``) that makes it
+        unusable, every time it is asked (a frame may serve several ticks)."""
         if self._image is None and self._error is None:
             try:
                 if isinstance(self.msg, Exception):
                     raise rm.BadSample("deserialize", f"message does not deserialise: {self.msg}")
                 native = self.owner.schema.native_sizes.get(self.camera)
                 image = rm.image_to_rgb(self.msg, native)
+                # the mask must have its frame's size, as the recorder and the policy node require
+                labels = None if self.mask is None else rm.image_to_labels(self.mask, image.shape[:2])
                 self.owner.schema.native_sizes.setdefault(self.camera, image.shape[:2])
-                self._image = image
+                self._image, self._labels = image, labels
             except ValueError as err:
-                self._error = (getattr(err, "kind", "decode"), str(err))
-            self.msg = None  # the raw bytes are no longer needed
-        return self._image, self._error
+                self._error = err
+            self.msg = self.mask = None  # the raw bytes are no longer needed
+        if self._error is not None:
+            raise self._error
+        return self._image, self._labels  # type: ignore[return-value]
 
 
 class _WindowPlan:
@@ -448,24 +495,25 @@ class _Assembler:
     """Builds the steps of one window as camera frames resolve its ticks, and sends them to the sink."""
 
     def __init__(self, owner: BagEpisodes, plan: _WindowPlan, cameras: list[str], tolerance_ns: int,
-                 reorder: dict[str, Reorderer] | None) -> None:
+                 reorder: dict[str, Reorderer] | None, samples: CameraSamples) -> None:
         self.owner, self.plan, self.cameras = owner, plan, cameras
         self.reorder = reorder
+        self.samples = samples
         self.late_before = {cam: r.late for cam, r in reorder.items()} if reorder else {}
         self.window, self.report = plan.window, plan.window.report
         self.resolvers = {cam: NewestSampleResolver(plan.ticks, tolerance_ns) for cam in cameras}
         self.resolved: dict[int, dict[str, tuple[int, _LazyFrame] | None]] = {}
         self.next_tick = 0
-        self.classifier = TickClassifier()
+        self.ticks = EpisodeTicks(self.report, 1.0 / owner.mapping.control_rate_hz, owner.mapping.gap_policy)
         self.handle: EpisodeHandle | None = None
-        self.aborted = False
         self.previous: dict[str, Any] = {}  # stream -> sample used at the previous step (repeats)
         self.camera_stats = {cam: {"topic": owner.mapping.cameras[cam], "type": owner.camera_types[cam], "messages": 0,
                                    "used": 0, "repeated": 0, "max_age_ms": 0.0} for cam in cameras}
+        for cam, topic in owner.mapping.mask_topics.items():  # "messages" then counts frame + mask pairs
+            self.camera_stats[cam]["mask_topic"] = topic
         self.camera_times: dict[str, list[int]] = {cam: [] for cam in cameras}
         for name in plan.choice:
             self.report.streams[name].update(used=0, repeated=0, max_age_ms=0.0)
-        self._drop_reason = ""
 
     @property
     def done(self) -> bool:
@@ -485,40 +533,20 @@ class _Assembler:
             self.next_tick += 1
 
     def _tick(self, k: int, frames: dict[str, tuple[int, _LazyFrame] | None]) -> None:
-        plan, m = self.plan, self.owner.mapping
+        plan = self.plan
         tick_ns = int(plan.ticks[k])
         missing = [c for c, f in frames.items() if f is None]
         missing += [name for name, (_, status) in plan.choice.items() if status[k] == MISSING]
-        bad: list[tuple[str, str, str]] = []
-        images: dict[str, np.ndarray] = {}
-        if not missing:
-            for name, (index, status) in plan.choice.items():
-                if status[k] == BAD:
-                    kind, message = plan.arrays[name][3][index[k]]
-                    bad.append((name, kind, message))
-            for cam, (t_ns, frame) in frames.items():
-                image, error = frame.get()
-                if error is not None:
-                    bad.append((cam, *error))
-                else:
-                    images[cam] = image
-        verdict, gaps = self.classifier.on_tick((k, missing), bool(missing), bool(bad))
-        period_s = 1.0 / m.control_rate_hz
-        for g, streams in gaps:
-            for stream in streams:
-                self.report.add_gap_tick(stream, int(plan.ticks[g]) / NS, period_s)
-        if gaps and m.gap_policy == "drop_episode":
-            self._drop(f"gap at {int(plan.ticks[gaps[0][0]]) / NS:.3f} s (gap_policy drop_episode)")
-        if verdict == "bad":
-            for stream, kind, message in bad:
-                self.report.add_bad(stream, kind, message)
-            if m.gap_policy == "drop_episode":
-                self._drop(f"bad sample at {tick_ns / NS:.3f} s: {bad[0][0]} {bad[0][1]} (gap_policy drop_episode)")
-        if verdict != "step" or self.aborted:
-            return
-        self._write_step(k, tick_ns, frames, images)
+        bad = [(name, *plan.arrays[name][3][index[k]]) for name, (index, status) in plan.choice.items()
+               if status[k] == BAD]
+        step = self.ticks.judge(tick_ns, missing, bad, self.cameras, lambda cam: frames[cam][1].decoded())  # type: ignore[index]
+        if self.ticks.dropped:
+            self.abort()
+        if step is not None:
+            self._write_step(k, tick_ns, frames, step.images, step.masks)
 
-    def _write_step(self, k: int, tick_ns: int, frames: dict, images: dict[str, np.ndarray]) -> None:
+    def _write_step(self, k: int, tick_ns: int, frames: dict, images: dict[str, np.ndarray],
+                    masks: dict[str, np.ndarray] | None) -> None:
         plan, m, owner = self.plan, self.owner.mapping, self.owner
         try:  # all cameras must share one size unless the mapping resizes them
             common_image_size({cam: img.shape[:2] for cam, img in images.items()}, m.image_size)
@@ -546,7 +574,7 @@ class _Assembler:
                     "topics": {**{c: t for c, t in m.cameras.items()}, **m.stream_topics()}}
             self.window.instruction = owner.instruction_at(self.window, tick_ns)
             self.handle = owner.sink.begin(self.window.instruction, meta)
-        self.handle.add_step(Step(prepared, action, proprio, tick_ns / NS))
+        self.handle.add_step(Step(prepared, action, proprio, tick_ns / NS, masks))
         self.report.steps += 1
 
     def _count_use(self, stats: dict, stream: str, sample: Any, age_ns: int) -> None:
@@ -556,14 +584,6 @@ class _Assembler:
             stats["used"] += 1
         self.previous[stream] = sample
         stats["max_age_ms"] = max(stats["max_age_ms"], round(age_ns / 1e6, 3))
-
-    def _drop(self, reason: str) -> None:
-        if not self.aborted:
-            self.aborted = True
-            self._drop_reason = reason
-            if self.handle is not None:
-                self.handle.abort()
-                self.handle = None
 
     def abort(self) -> None:
         if self.handle is not None:
@@ -577,11 +597,13 @@ class _Assembler:
                 for k, payload in resolver.finish():
                     self.resolved.setdefault(k, {})[cam] = payload
             self._drain()
-        self.report.trimmed_end = self.classifier.finish()
-        report, c = self.report, self.classifier
-        report.trimmed_start, report.gap_steps, report.bad_steps = c.trimmed_start, c.gap_ticks, c.bad_ticks
+        self.ticks.finish()
+        report = self.report
         for cam in self.cameras:
             self.camera_stats[cam]["source_drops"] = _estimated_drops(self.camera_times[cam])
+            if cam in self.samples.bad_masks:  # masks that did not deserialise: their frames had no pair
+                self.camera_stats[cam]["bad_masks"] = sum(self.window.start_ns <= t <= self.window.end_ns
+                                                          for t in self.samples.bad_masks[cam])
             if self.reorder:  # header stamps that arrived too late to be ordered
                 self.camera_stats[cam]["late"] = self.reorder[cam].late - self.late_before[cam]
             report.streams.setdefault(cam, {}).update(self.camera_stats[cam])
@@ -590,11 +612,11 @@ class _Assembler:
             self.abort()
             report.drop(f"incomplete: the bag is truncated before this episode ends ({self.owner.source.truncated})")
             return 0
-        if self.aborted:
-            report.drop(self._drop_reason)
+        if self.ticks.dropped:
+            report.drop(self.ticks.dropped)
             return 0
         if self.handle is None:
-            report.drop("no complete step: every tick lacked a stream or had a bad sample")
+            report.drop(NO_COMPLETE_STEP)
             return 0
         metadata = {"ticks": report.ticks, "gap_steps": report.gap_steps, "bad_steps": report.bad_steps,
                     "trimmed": [report.trimmed_start, report.trimmed_end], "misaligned_steps": report.misaligned_steps}

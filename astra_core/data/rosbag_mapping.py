@@ -14,6 +14,7 @@ from typing import Any, Literal
 from astra_core.configuration import ConfigError, from_dict
 from astra_core.data.import_mapping import ActionMapping, check_cameras, check_image_size
 from astra_core.data.ros_messages import JOINT_FIELDS
+from astra_core.geometry import QUATERNION_TOLERANCE
 
 
 @dataclass
@@ -91,6 +92,10 @@ class RosbagMapping:
     proprio: list[Any] = field(default_factory=list)  # ProprioMapping entries, concatenated in order
     instruction: InstructionMapping = field(default_factory=InstructionMapping)
     episodes: EpisodeMapping = field(default_factory=EpisodeMapping)
+    # camera name -> sensor_msgs/Image mono16 / mono8 instance labels, every camera or none (the dataset
+    # has a mask per camera or none); a frame takes the mask of its header stamp (mask_pairing.MaskPairer)
+    mask_topics: dict[str, str] = field(default_factory=dict)
+    mask_stamp_tolerance_s: float = 0.0  # a mask belongs to the frame whose header stamp is within this
 
     control_rate_hz: float = 10.0
     ticks: Literal["rate", "action"] = "rate"  # rate: every 1/control_rate; action: one step per action message
@@ -98,7 +103,7 @@ class RosbagMapping:
     time_source: Literal["receive", "header"] = "receive"  # bag receive time, or header.stamp where there is one
     reorder_window_s: float = 0.5  # time_source header: how late a stamp may arrive and still be ordered
     sync_tolerance_s: float | None = None  # cameras further apart count as misaligned (default: half a period)
-    quaternion_tolerance: float = 0.01  # | |q| - 1 | above this: the pose is bad (the step is dropped)
+    quaternion_tolerance: float = QUATERNION_TOLERANCE  # | |q| - 1 | above this: the pose is bad (the step is dropped)
     gap_policy: Literal["drop_step", "drop_episode"] = "drop_step"
     image_size: list[int] | None = None  # null: native size (what the node feeds the model); [H, W]: resize_rgb
     chunk_size: int = 32
@@ -119,6 +124,7 @@ class RosbagMapping:
         if self.sync_tolerance_s is not None and not (isinstance(self.sync_tolerance_s, (int, float)) and self.sync_tolerance_s > 0):
             raise ConfigError(f"sync_tolerance_s={self.sync_tolerance_s!r}: must be null or > 0")
         self.image_size = check_image_size(self.image_size)
+        self._check_masks()
         if not 1 <= self.chunk_size <= 4096:
             raise ConfigError(f"chunk_size={self.chunk_size}: must be in [1, 4096]")
         pose_space = self.action.space != "discrete_se2"
@@ -126,6 +132,24 @@ class RosbagMapping:
             raise ConfigError(f"{self.action.space} has a gripper dimension: set gripper.topic or gripper.constant")
         if not pose_space and self.gripper.configured:
             raise ConfigError("discrete_se2 has no gripper dimension: remove the gripper section")
+
+    def _check_masks(self) -> None:
+        if not self.mask_topics:
+            return
+        if set(self.mask_topics) != set(self.cameras):
+            raise ConfigError(f"mask_topics names cameras {sorted(self.mask_topics)}, cameras are {sorted(self.cameras)}: "
+                              "give a mask topic for every camera (the dataset has a mask per camera) or none")
+        topics = list(self.mask_topics.values())
+        if any(not isinstance(t, str) or not t for t in topics):
+            raise ConfigError(f"mask_topics: every camera's mask topic must be a topic name, got {self.mask_topics}")
+        if len(set(topics)) != len(topics) or set(topics) & set(self.cameras.values()):
+            raise ConfigError(f"mask_topics must be distinct topics, none of them a camera topic: {self.mask_topics}")
+        if self.image_size is not None:
+            # labels cannot be resized like frames, and the policy node feeds native-size masks
+            raise ConfigError("mask_topics need native-size frames: set image_size to null")
+        if not (isinstance(self.mask_stamp_tolerance_s, (int, float)) and math.isfinite(self.mask_stamp_tolerance_s)
+                and self.mask_stamp_tolerance_s >= 0):
+            raise ConfigError(f"mask_stamp_tolerance_s={self.mask_stamp_tolerance_s!r}: must be >= 0")
 
     @property
     def sync_tolerance(self) -> float:

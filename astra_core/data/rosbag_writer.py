@@ -1,7 +1,7 @@
 """Writing rosbag2 recordings (sqlite3 or MCAP) from plain values, with ``rosbags`` (no ROS).
 
 Each method serialises one message of the types the importer reads (camera images raw or
-compressed, PoseStamped, JointState, the project's GripperCommand and PickPlaceSE2, String,
+compressed, instance-label images, PoseStamped, JointState, the project's GripperCommand and PickPlaceSE2, String,
 Float64) to CDR, exactly as ``ros2 bag record`` stores them, so tests and benchmarks can make
 realistic recordings; ``write_serialized`` stores bytes a subscriber already has (an rclpy
 subscription with ``raw=True``), which is how a recorder node can write bags.
@@ -18,7 +18,7 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 
 from astra_core.data.rosbag_source import project_typestore
 from astra_core.geometry import rpy_to_quaternion
-from astra_core.imaging import encode_compressed, encode_raw
+from astra_core.imaging import encode_compressed, encode_labels, encode_raw
 
 STORAGES = {"sqlite3": StoragePlugin.SQLITE3, "mcap": StoragePlugin.MCAP}
 
@@ -68,10 +68,19 @@ class BagWriter:
             data = encode_compressed(rgb, encoding, jpeg_quality=95)
             self._write(topic, cls.__msgtype__, t, cls(header=header, format=encoding, data=data))
             return
-        cls = self.typestore.types["sensor_msgs/msg/Image"]
         pixels, step = encode_raw(rgb, encoding)
-        msg = cls(header=header, height=rgb.shape[0], width=rgb.shape[1], encoding=encoding, is_bigendian=0,
-                  step=step, data=pixels.reshape(-1))
+        self._raw_image(topic, t, header, pixels, encoding, step)
+
+    def labels(self, topic: str, t: float, labels: np.ndarray, stamp: float | None = None) -> None:
+        """Instance labels as a segmenter publishes them: sensor_msgs/Image mono16 (mono8 for uint8
+        labels), header stamp = t by default (give the stamp of the frame they belong to)."""
+        pixels, encoding, step = encode_labels(labels)
+        self._raw_image(topic, t, self._header(t if stamp is None else stamp), pixels, encoding, step)
+
+    def _raw_image(self, topic: str, t: float, header, pixels: np.ndarray, encoding: str, step: int) -> None:
+        cls = self.typestore.types["sensor_msgs/msg/Image"]
+        msg = cls(header=header, height=pixels.shape[0], width=pixels.shape[1], encoding=encoding, is_bigendian=0,
+                  step=step, data=np.ascontiguousarray(pixels).reshape(-1).view(np.uint8))
         self._write(topic, cls.__msgtype__, t, msg)
 
     def pose(self, topic: str, t: float, rpy_pose: Sequence[float], quaternion: Sequence[float] | None = None) -> None:

@@ -19,7 +19,7 @@ from geometry_msgs.msg import PoseStamped  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
 from astra_ros.msg import ActionSegment, GripperCommand  # noqa: E402
-from astra_ros.pose_conversion import rpy_to_quaternion  # noqa: E402
+from astra_core.geometry import rpy_to_quaternion  # noqa: E402
 
 from node_harness import (NodeProcess, RosPeer, assert_only_the_running_step_finishes,  # noqa: E402
                        module_domain_id, publish_until_counted, rgb_frame, stamp_seconds, stamped_after,

@@ -19,7 +19,7 @@ from sensor_msgs.msg import CompressedImage  # noqa: E402
 from astra_ros.image_conversion import rgb_to_compressed  # noqa: E402
 from astra_ros.msg import ActionSegment, PickPlaceSE2  # noqa: E402
 
-from astra_ros.pose_conversion import quaternion_to_rpy, rpy_to_quaternion  # noqa: E402
+from astra_core.geometry import quaternion_to_rpy, rpy_to_quaternion  # noqa: E402
 
 from node_harness import (REPO_ROOT, NodeProcess, RosPeer, assert_only_the_running_step_finishes,  # noqa: E402
                        compressed_frame, publish_until_counted, rgb_frame, write_params)
@@ -164,6 +164,7 @@ def test_delta_actions_need_a_fresh_end_effector_pose(tmp_path, ros_domain_id, p
         assert "no end-effector pose on /ee_pose" in status.hold_reason and not poses.items
 
         current = np.array([0.3, 0.1, 0.4, 0.0, 0.2, 3.1])
+        quaternion_scale = [1.0]  # 1.05 later: a quaternion 5% off unit length
 
         def publish_pose() -> None:
             while not stop.is_set():
@@ -172,7 +173,7 @@ def test_delta_actions_need_a_fresh_end_effector_pose(tmp_path, ros_domain_id, p
                 msg.header.stamp = peer.now()
                 msg.pose.position.x, msg.pose.position.y, msg.pose.position.z = current[:3]
                 (msg.pose.orientation.x, msg.pose.orientation.y, msg.pose.orientation.z,
-                 msg.pose.orientation.w) = rpy_to_quaternion(*current[3:])
+                 msg.pose.orientation.w) = (v * quaternion_scale[0] for v in rpy_to_quaternion(*current[3:]))
                 pose_pub.publish(msg)
                 time.sleep(0.02)
 
@@ -194,7 +195,22 @@ def test_delta_actions_need_a_fresh_end_effector_pose(tmp_path, ros_domain_id, p
         held = peer.wait_for_status(stale, 5, "a stale-pose hold", after=t_stale)
         assert not held.commands_enabled
         assert_only_the_running_step_finishes(peer, poses, held, stale, "the pose went stale")
+
+        # Poses whose quaternion is 5% off unit length are bad input (the importer's and the recorder's
+        # rule, astra_core.geometry): counted, named in the log, and the pose stays stale: still held.
+        bad_before, sent_before = held.bad_messages, len(poses.items)
+        quaternion_scale[0] = 1.05
+        stop.clear()
+        thread = threading.Thread(target=publish_pose, daemon=True)
+        thread.start()
+        counted = peer.wait_for_status(lambda s: s.bad_messages >= bad_before + 10, 10, "refused non-unit poses",
+                                       after=time.monotonic())
+        assert stale(counted) and not counted.commands_enabled, counted
+        assert len(poses.items) <= sent_before + 1  # at most the step that was running when they came
     finally:
         stop.set()
         peer.stop_stream()
         node.stop()
+    summary = node.summary()
+    assert summary["problems"]["ee_pose"] >= 10 and summary["bad_messages"] >= 10, summary
+    assert "bad end-effector pose" in node.log() and "not within 0.01 of 1" in node.log()

@@ -23,12 +23,13 @@ from astra_core.data.rosbag_mapping import RosbagMapping
 from astra_core.data.rosbag_source import project_typestore
 from astra_core.data.validate import validate_dataset
 from astra_core.geometry import rpy_to_quaternion
-from astra_core.imaging import encode_raw
+from astra_core.imaging import encode_labels, encode_raw
 from astra_ros.recorder_episode import EpisodeAssembler, episode_metadata, stale_streams
 from astra_ros.recorder_outputs import MAPPING_FILE, BagOutput, DatasetOutput
 from astra_ros.recorder_params import RECORDER_PARAMETERS, RecorderParams
 from astra_ros.recorder_session import RecordingSession
-from astra_ros.recorder_streams import MaskPairer, RecorderInputs
+from astra_core.data.mask_pairing import MaskPairer
+from astra_ros.recorder_streams import RecorderInputs
 from astra_ros.recorder_ticks import LiveResampler, Sample
 
 NS = 1_000_000_000
@@ -144,6 +145,26 @@ def test_mask_pairer_pairs_by_stamp_in_either_order():
     tolerant = MaskPairer(tolerance_s=0.01)
     tolerant.add_frame(1_000_000_000, "f")
     assert tolerant.add_mask(1_005_000_000, "m") == ("f", "m")
+
+
+def test_a_pairer_given_what_another_holds_pairs_the_next_messages_alike():
+    """A bag starts with what the recorder's pairer holds (bag_seeds): the importer's pairer then
+    has the same newest pair and pairs every later message as the recorder's did."""
+    rng = np.random.default_rng(5)
+    events = [(k + rng.uniform(0, 2.5), "mask", k) for k in range(40) if k % 7 != 3]  # some masks never come
+    events += [(k + rng.uniform(0, 1.5), "frame", k) for k in range(40)]
+    events.sort()
+
+    def add(pairer: MaskPairer, part: str, k: int):
+        return (pairer.add_frame if part == "frame" else pairer.add_mask)(k, (part, k))
+
+    live, cut = MaskPairer(), 25
+    live_pairs = [pair for _, part, k in events[:cut] if (pair := add(live, part, k)) is not None]
+    replayed = MaskPairer()
+    replayed_pairs = [pair for part, (_, k) in live.held() if (pair := add(replayed, part, k)) is not None]
+    assert live_pairs and replayed_pairs[-1] == live_pairs[-1]  # the newest pair: the episode's first sample
+    for _, part, k in events[cut:]:
+        assert add(replayed, part, k) == add(live, part, k)
 
 
 # -- the assembler: steps, gaps, bad samples, trimming -----------------------------------------------
@@ -302,23 +323,44 @@ MSGTYPES = {"front": rm.RAW_IMAGE, "wrist": rm.RAW_IMAGE, "action": rm.POSE_STAM
             "instruction": rm.STRING}
 
 
-def feed(inputs: RecorderInputs, stream: str, t_ns: int, msg) -> None:
-    data = bytes(TYPES.serialize_cdr(msg, MSGTYPES[stream]))
+def feed(inputs: RecorderInputs, stream: str, t_ns: int, msg, msgtypes=MSGTYPES) -> None:
+    data = bytes(TYPES.serialize_cdr(msg, msgtypes[stream]))
     inputs.on_message(stream, t_ns, data, msg)
 
 
+def labels_msg(k: int, stamp_ns: int, camera: int):
+    """The mask of frame k of a camera (header stamp: the frame's): one object labelled k + 1."""
+    labels = np.zeros((12, 16), np.uint16)
+    labels[2:8, (k + camera) % 8: (k + camera) % 8 + 6] = k + 1
+    pixels, encoding, step = encode_labels(labels)
+    return TYPES.types["sensor_msgs/msg/Image"](header=header(stamp_ns), height=12, width=16, encoding=encoding,
+                                                is_bigendian=0, step=step, data=pixels.reshape(-1).view(np.uint8))
+
+
 def decode(camera, value):
+    if isinstance(value, tuple):  # a frame with the mask of its stamp
+        return rm.image_to_rgb(value[0]), rm.image_to_labels(value[1])
     return rm.image_to_rgb(value), None
 
 
-def test_session_writes_the_dataset_its_bag_imports_to(tmp_path):
-    p = params(output="both", dataset_path=str(tmp_path / "ds"), bag_path=str(tmp_path / "bags"), tolerance_s=0.2)
+MASK_DELAYS_NS = {"front": 4_000_000, "wrist": -2_000_000}  # after / before their frame
+
+
+@pytest.mark.parametrize("masks", [False, True])
+def test_session_writes_the_dataset_its_bag_imports_to(tmp_path, masks):
+    mask_topics = {f"mask:{c}": f"/{c}/mask" for c in ("front", "wrist")} if masks else {}
+    p = params(output="both", dataset_path=str(tmp_path / "ds"), bag_path=str(tmp_path / "bags"), tolerance_s=0.2,
+               mask_topics=list(mask_topics.values()))
+    topics, msgtypes = {**TOPICS, **mask_topics}, {**MSGTYPES, **dict.fromkeys(mask_topics, rm.RAW_IMAGE)}
     problems = []
-    inputs = RecorderInputs(p, TOPICS, MSGTYPES, lambda kind, text: problems.append(kind))
+    inputs = RecorderInputs(p, topics, msgtypes, lambda kind, text: problems.append(kind))
     dataset = DatasetOutput(p.dataset_path, p.camera_names, p.action_spec, p.control_rate_hz, p.chunk_size,
-                            has_masks=False, has_proprio=False, image_size=None)
+                            has_masks=masks, has_proprio=False, image_size=None)
     bags = BagOutput(p.bag_path, "mcap")
     schedule = [(T0 + k * NS // 30, cam, k) for cam in ("front", "wrist") for k in range(120)]
+    if masks:
+        schedule += [(T0 + k * NS // 30 + MASK_DELAYS_NS[cam], f"mask:{cam}", k) for cam in ("front", "wrist")
+                     for k in range(120)]
     schedule += [(T0 + k * NS // 20 + 3_000_000, "action", k) for k in range(80)]
     schedule += [(T0 + k * NS // 20 + 3_000_001, "gripper", k) for k in range(80)]
     schedule.sort()
@@ -329,15 +371,17 @@ def test_session_writes_the_dataset_its_bag_imports_to(tmp_path):
         if t > end:
             break
         if session is None and t >= start:
-            bags.write_mapping(p.import_mapping(TOPICS, "/marker", None))
+            bags.write_mapping(p.import_mapping(topics, "/marker", None))
             session = inputs.session = RecordingSession(
                 1, p, start, inputs.instruction, inputs.seeds(), decode, dataset, bags.begin(bags.next_name()),
                 "/marker", {"source": "test"}, inputs.converters.proprio_names, seed_messages=inputs.bag_seeds())
         if session is not None and k % 4 == 0:
             session.advance(t)  # "now": ticks before this message's receive time are decided
+        frame_ns = T0 + k * NS // 30  # a mask carries its frame's stamp
         msg = {"front": lambda: image_msg(k, t, 0), "wrist": lambda: image_msg(k, t, 1),
+               "mask:front": lambda: labels_msg(k, frame_ns, 0), "mask:wrist": lambda: labels_msg(k, frame_ns, 1),
                "action": lambda: pose_msg(k, t), "gripper": lambda: gripper_msg(k, t)}[stream]()
-        feed(inputs, stream, t, msg)
+        feed(inputs, stream, t, msg, msgtypes)
     result = session.stop(end, True, timeout_s=30)
     dataset.close()
     assert result.ok, result.message
@@ -350,6 +394,9 @@ def test_session_writes_the_dataset_its_bag_imports_to(tmp_path):
     a, b = (LoadedEpisode(tmp_path / name) for name in ("ds", "imported"))
     assert np.array_equal(a.timestamps, b.timestamps) and np.array_equal(a.actions, b.actions)
     assert all(np.array_equal(x, y) for x, y in zip(a.frames, b.frames))
+    if masks:  # the same pairs: identical masks, so identical object boxes
+        assert all(a.masks[c] and all(np.array_equal(x, y) for x, y in zip(a.masks[c], b.masks[c])) for c in a.masks)
+        assert np.array_equal(a.object_boxes, b.object_boxes) and a.object_valid.sum() == 2 * len(a.actions)
     assert not problems
 
 
@@ -361,7 +408,16 @@ class LoadedEpisode:
         manifest = fmt.load_manifest(root, info, 0)
         steps = fmt.load_steps(root, info, 0, manifest)
         self.actions, self.timestamps = steps.actions, steps.timestamps
-        self.frames = list(TrajectoryWindowDataset(root, window=manifest["num_steps"])[0]["images"].numpy())
+        n = manifest["num_steps"]
+        item = TrajectoryWindowDataset(root, window=n, max_objects=4 if info.has_masks else None)[0]
+        self.frames = list(item["images"].numpy())
+        self.masks: dict[str, list[np.ndarray]] = {}
+        if info.has_masks:
+            self.object_boxes, self.object_valid = item["object_boxes"].numpy(), item["object_valid"].numpy()
+            for cam in info.cameras:
+                chunks = [fmt.load_chunk(root, 0, manifest, cam, c, fmt.MASKS_DIR) for c in range(-(-n // info.chunk_size))]
+                self.masks[cam] = [chunks[t // info.chunk_size].decode_mask(t % info.chunk_size, info.image_size)
+                                   for t in range(n)]
 
 
 def test_discard_writes_nothing_and_a_dataset_of_another_schema_is_refused(tmp_path):

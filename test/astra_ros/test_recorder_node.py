@@ -229,15 +229,19 @@ def test_masks_and_se2_commands_into_dataset_and_bag(tmp_path, peer, start_recor
             k = int(labels.max()) - 1
             assert np.array_equal(labels, mask_labels(k, (32, 40)))
             assert item["object_valid"][t, m].sum() == 1
-    # the bag (one step per command: ticks action) imports into the same steps; masks are not imported
+    # the bag (one step per command: ticks action) imports into the same steps, masks paired alike
     assert stopped.bag_path.endswith("episode_000000")
     mapping = load_mapping(RosbagMapping, tmp_path / "bags" / "import_mapping.yaml")
+    assert mapping.mask_topics == {"front": "/camera/front/mask", "wrist": "/camera/wrist/mask"}
     report = import_bags([stopped.bag_path], mapping, tmp_path / "imported", progress=False)
     assert report.ok, report.summary()
     _, _, imported = episode(tmp_path / "imported")
     assert np.array_equal(imported.actions, steps.actions) and np.array_equal(imported.timestamps, steps.timestamps)
-    frames = TrajectoryWindowDataset(tmp_path / "imported", window=len(ks))[0]["images"]
-    assert torch.equal(frames, item["images"])  # JPEG decoded alike, stored losslessly
+    imported_item = TrajectoryWindowDataset(tmp_path / "imported", window=len(ks), max_objects=4)[0]
+    assert torch.equal(imported_item["images"], item["images"])  # JPEG decoded alike, stored losslessly
+    imported_masks = _masks(tmp_path / "imported", len(ks))
+    assert all(np.array_equal(imported_masks[c][t], dataset_masks[c][t]) for c in info.cameras for t in range(len(ks)))
+    assert torch.equal(imported_item["object_boxes"], item["object_boxes"])
 
 
 def _masks(root, steps):

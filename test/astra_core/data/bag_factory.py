@@ -40,6 +40,20 @@ def frame(t: float, camera: int, size: tuple[int, int] = (24, 32)) -> np.ndarray
     return img.astype(np.uint8)
 
 
+def labels(i: int, camera: int, size: tuple[int, int] = (24, 32)) -> np.ndarray:
+    """The instance mask of frame i of a camera: two objects labelled 2i+1 and 2i+2 that move with i,
+    so a test can tell from a stored mask which frame it was paired with."""
+    h, w = size
+    mask = np.zeros(size, np.uint16)
+    x = (i + 5 * camera) % (w // 2)
+    mask[h // 4: h // 2, x: x + w // 4] = 2 * i + 1
+    mask[h // 2 + 2: h - 2, w // 2: w // 2 + 3 + i % 5] = 2 * i + 2
+    return mask
+
+
+MASK_TOPICS = {"front": "/front/mask", "wrist": "/wrist/mask"}
+
+
 def pose_rpy(t: float) -> np.ndarray:
     """The commanded pose at time t: x y z roll pitch yaw (angles stay well inside their ranges)."""
     return np.array([0.4 + 0.1 * math.sin(t), -0.2 + 0.05 * math.cos(t), 0.3, 0.2 * math.sin(t),
@@ -59,11 +73,14 @@ JOINTS = ["shoulder", "elbow", "wrist", "finger"]
 
 def record_episode(bag: rosbag_writer.BagWriter, t0: float, duration: float, instruction: str | None = "put the cube in the bowl",
                    camera_hz: float = 30.0, pose_hz: float = 20.0, skip_camera: tuple[float, float] | None = None,
-                   bad_quaternion_at: float | None = None, wrist: str = "jpeg", size: tuple[int, int] = (24, 32)) -> None:
+                   bad_quaternion_at: float | None = None, wrist: str = "jpeg", size: tuple[int, int] = (24, 32),
+                   mask_delays_s: tuple[float, float] | None = None) -> None:
     """One teleoperated episode on the standard topics (see ``MAPPING``), from t0 for ``duration`` s.
 
     ``skip_camera`` = (from, to): the front camera sends nothing then (a dropout -> a gap).
     ``bad_quaternion_at``: the pose message nearest that time has an all-zero quaternion.
+    ``mask_delays_s`` = (front, wrist): a segmenter publishes frame i's mask (``labels(i, camera)``,
+    the frame's header stamp) on ``MASK_TOPICS``, received this long after the frame (< 0: before it).
     """
     if instruction is not None:
         bag.string("/instruction", t0, instruction)
@@ -72,6 +89,8 @@ def record_episode(bag: rosbag_writer.BagWriter, t0: float, duration: float, ins
     events: list[tuple[float, int, object]] = []
     for i in range(n_cam):
         events.append((t0 + i / camera_hz, 0, ("cam", i)))
+        for camera, delay in enumerate(mask_delays_s or ()):
+            events.append((t0 + i / camera_hz + delay, 0, (f"mask{camera}", i)))
     for i in range(n_pose):
         events.append((t0 + i / pose_hz, 1, ("pose", i)))
     for i in range(int(duration * 50) + 1):
@@ -80,7 +99,11 @@ def record_episode(bag: rosbag_writer.BagWriter, t0: float, duration: float, ins
         events.append((t0 + i / 10, 3, ("gripper", i)))
     bad_pose = None if bad_quaternion_at is None else round((bad_quaternion_at - t0) * pose_hz)
     for t, _, (kind, i) in sorted(events, key=lambda e: (e[0], e[1])):
-        if kind == "cam":
+        if kind.startswith("mask"):
+            camera, stamp = int(kind[-1]), t0 + i / camera_hz
+            if not (camera == 0 and skip_camera and skip_camera[0] <= stamp - t0 < skip_camera[1]):
+                bag.labels(list(MASK_TOPICS.values())[camera], t, labels(i, camera, size), stamp=stamp)
+        elif kind == "cam":
             if not (skip_camera and skip_camera[0] <= t - t0 < skip_camera[1]):
                 bag.image("/front/image_raw", t, frame(t, 0, size), "rgb8")
             bag.image("/wrist/image_raw/compressed" if wrist in ("jpeg", "png") else "/wrist/image_raw", t,

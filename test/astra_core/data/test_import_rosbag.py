@@ -1,6 +1,6 @@
 """rosbag2 import: bags written here with rosbags (sqlite3 and MCAP), imported, checked value by value.
 
-Covers raw (rgb8, bgr8) and compressed (JPEG, PNG) images, PoseStamped / PickPlaceSE2 /
+Covers raw (rgb8, bgr8) and compressed (JPEG, PNG) images, instance masks paired by stamp, PoseStamped / PickPlaceSE2 /
 JointState actions, GripperCommand, JointState proprio, String instructions and episode markers;
 gaps, bad quaternions, a truncated bag, a missing topic and a wrong type; the validator accepts
 every imported dataset and one trains for a few steps.
@@ -21,13 +21,17 @@ import yaml
 
 from astra_core.configuration import ConfigError, from_dict
 from astra_core.data import TrajectoryWindowDataset, load_dataset_info
+from astra_core.data import format as fmt
 from astra_core.data.import_mapping import load_mapping
 from astra_core.data.import_rosbag import import_bags, main as import_main
-from astra_core.data.resample import MISSING, NewestSampleResolver, TickClassifier, sample_stream, tick_grid
+from astra_core.data import ros_messages as rm
+from astra_core.data.import_report import EpisodeReport
+from astra_core.data.resample import MISSING, EpisodeTicks, NewestSampleResolver, TickClassifier, sample_stream, tick_grid
 from astra_core.data.rosbag_mapping import RosbagMapping
 from astra_core.data.validate import validate_dataset
 from astra_core.geometry import QuaternionError, normalize_quaternion, quaternion_to_rpy, rpy_to_quaternion
 from astra_core.imaging import decode_compressed, encode_compressed, resize_rgb
+from astra_core.objects import boxes_from_mask
 
 import bag_factory as bf
 
@@ -111,6 +115,36 @@ def test_tick_classifier_trims_ends_and_reports_interior_gaps():
     assert [v for v, _ in verdicts] == ["trimmed", "trimmed", "step", "step", "pending", "pending", "step", "bad", "step", "pending"]
     assert verdicts[6][1] == [4, 5]
     assert c.finish() == 1 and (c.trimmed_start, c.gap_ticks, c.bad_ticks, c.steps) == (2, 2, 1, 4)
+
+
+def test_episode_ticks_decode_only_possible_steps_and_report_them():
+    """The one per-tick rule of the importer and the recorder (EpisodeTicks)."""
+    report = EpisodeReport("test")
+    ticks = EpisodeTicks(report, 0.1, "drop_step")
+    decoded: list[int] = []
+
+    def decode(k):
+        def camera(name):
+            decoded.append(k)
+            if k == 5:
+                raise rm.BadSample("decode", "corrupt JPEG")
+            return np.full((2, 2, 3), k, np.uint8), (np.ones((2, 2), np.uint16) if name == "front" else None)
+        return camera
+
+    ns = lambda k: k * 100_000_000  # noqa: E731
+    pattern = {0: (["front"], []), 3: (["action"], []), 4: ([], [("action", "norm", "norm 2")])}  # missing, bad
+    steps = [ticks.judge(ns(k), *pattern.get(k, ([], [])), ["front", "wrist"], decode(k)) for k in range(8)]
+    assert [s is not None for s in steps] == [False, True, True, False, False, False, True, True]
+    assert sorted(set(decoded)) == [1, 2, 5, 6, 7]  # never at a tick with a missing or bad stream
+    assert steps[1].images["wrist"][0, 0, 0] == 1 and list(steps[1].masks) == ["front"]
+    ticks.finish()
+    assert (report.trimmed_start, report.gap_steps, report.bad_steps, report.trimmed_end) == (1, 1, 2, 0)
+    assert report.bad == {"action": {"norm": 1}, "front": {"decode": 1}, "wrist": {"decode": 1}}
+    assert [(g.stream, g.ticks) for g in report.gaps] == [("action", 1)]
+    strict = EpisodeTicks(EpisodeReport("strict"), 0.1, "drop_episode")
+    assert [strict.judge(ns(k), *pattern.get(k, ([], [])), ["front"], decode(k)) is not None for k in range(5)] == \
+        [False, True, True, False, False]
+    assert strict.dropped.startswith("gap at 0.300 s: action stale")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -236,6 +270,83 @@ def test_misaligned_and_repeated_frames_are_counted(tmp_path):
     assert ep.streams["wrist"]["used"] == 10 and ep.streams["wrist"]["repeated"] == 10
     assert ep.streams["front"]["repeated"] == 0 and ep.streams["wrist"]["max_age_ms"] == pytest.approx(160.0)
     assert np.allclose(episode_arrays(tmp_path / "ds", 0)["actions"][:, 6], 1.0)  # gripper.constant
+
+
+def test_masks_are_paired_with_the_frame_of_their_stamp(tmp_path):
+    """Front masks arrive 20 ms after their frame, wrist masks 10 ms before it: each step holds the
+    mask of its frame's stamp, sampled when the pair is complete (the recorder's rule)."""
+    path = tmp_path / "ep"
+    with bf.BagWriter(path, "mcap") as bag:
+        bf.record_episode(bag, 0.0, 2.0, wrist="rgb8", mask_delays_s=(0.02, -0.01))
+        bag.labels("/front/mask", 1.234, bf.labels(99, 0), stamp=1.2345)  # no frame has this stamp: never used
+    m = mapping(cameras={"front": "/front/image_raw", "wrist": "/wrist/image_raw"}, mask_topics=bf.MASK_TOPICS)
+    report = import_bags([path], m, tmp_path / "ds", progress=False)
+    assert report.ok, report.summary()
+    assert validate_dataset(tmp_path / "ds")["ok"] and load_dataset_info(tmp_path / "ds").has_masks
+    (ep,) = report.episodes
+    assert ep.streams["front"]["mask_topic"] == "/front/mask" and ep.streams["front"]["bad_masks"] == 0
+    assert ep.trimmed_start == 1 and ep.steps == 20  # at 0 s the first front mask is not there yet
+    frame_s = [i / 30 for i in range(61)]
+    ticks = tick_grid(bf.ns(0.0), bf.ns(2.0), 10.0)[1:]
+    item = TrajectoryWindowDataset(tmp_path / "ds", window=ep.steps, max_objects=4)[0]
+    assert np.allclose(item["timestamps"].numpy(), ticks / 1e9)
+    masks = dataset_masks(tmp_path / "ds", ep.steps)
+    # a camera's sample time is when its pair was complete: the later of frame and mask
+    for camera, (name, delay) in enumerate((("front", 0.02), ("wrist", -0.01))):
+        sample_s = [t + max(0.0, delay) for t in frame_s]
+        for k, tick in enumerate(ticks):
+            i = expected_choice(sample_s, int(tick))
+            assert np.array_equal(masks[name][k], bf.labels(i, camera)), (name, k, i)
+            assert np.array_equal(item["images"][k, camera].numpy(), bf.frame(frame_s[i], camera))
+            boxes, valid = boxes_from_mask(bf.labels(i, camera), 4)
+            assert np.array_equal(item["object_boxes"][k, camera].numpy(), boxes.astype(np.float32))
+            assert item["object_valid"][k, camera].tolist() == valid.tolist() and valid.sum() == 2
+
+
+def test_unusable_masks_are_bad_steps_and_mask_mappings_are_checked(tmp_path):
+    path = tmp_path / "ep"
+    with bf.BagWriter(path, "sqlite3") as bag:
+        for i in range(21):
+            t = i * 0.1
+            bag.image("/front/image_raw", t, bf.frame(t, 0), "rgb8")
+            if i == 7:  # a mask of another size than its frame: the steps that use this pair are bad
+                bag.labels("/front/mask", t, np.zeros((12, 16), np.uint16))
+            elif i == 12:  # a mask that does not deserialise: its frame never has a pair
+                bag.write_serialized("/front/mask", "sensor_msgs/msg/Image", bag.ns(t), b"\x00\x01")
+            else:
+                bag.labels("/front/mask", t, bf.labels(i, 0))
+            bag.pose("/target_pose", t, bf.pose_rpy(t))
+    m = mapping(cameras={"front": "/front/image_raw"}, mask_topics={"front": "/front/mask"}, proprio=[],
+                gripper={"constant": 1.0}, instruction={"text": "x"}, tolerance_s=0.15)
+    report = import_bags([path], m, tmp_path / "ds", progress=False)
+    (ep,) = report.episodes
+    assert ep.status == "written", report.summary()
+    assert ep.bad == {"front": {"size": 1}} and ep.streams["front"]["bad_masks"] == 1
+    assert ep.steps == 21 - 1 and ep.streams["front"]["repeated"] == 1  # tick 1.2 s reuses the pair of 1.1 s
+    with pytest.raises(ConfigError, match="a mask topic for every camera"):
+        mapping(mask_topics={"front": "/front/mask"})
+    with pytest.raises(ConfigError, match="image_size to null"):
+        mapping(mask_topics=bf.MASK_TOPICS, image_size=[12, 16])
+    with pytest.raises(ConfigError, match="distinct topics"):
+        mapping(mask_topics={"front": "/front/mask", "wrist": "/front/mask"})
+    wrong = import_bags([path], mapping(cameras={"front": "/front/image_raw"}, mask_topics={"front": "/target_pose"},
+                                        proprio=[], gripper={"constant": 1.0}, instruction={"text": "x"}),
+                        tmp_path / "wrong", progress=False)
+    assert "mask of camera 'front' topic has type geometry_msgs/msg/PoseStamped" in wrong.errors[0]["error"]
+
+
+def dataset_masks(root: Path, steps: int) -> dict[str, list[np.ndarray]]:
+    """Episode 0's stored masks per camera (the chunks of 16-bit labels)."""
+    info = load_dataset_info(root)
+    manifest = fmt.load_manifest(root, info, 0)
+    out: dict[str, list[np.ndarray]] = {}
+    for cam in info.cameras:
+        out[cam] = []
+        for chunk_index in range((steps + info.chunk_size - 1) // info.chunk_size):
+            chunk = fmt.load_chunk(root, 0, manifest, cam, chunk_index, fmt.MASKS_DIR)
+            count = min(info.chunk_size, steps - chunk_index * info.chunk_size)
+            out[cam] += [chunk.decode_mask(t, tuple(info.image_size)) for t in range(count)]
+    return out
 
 
 @pytest.mark.parametrize("keep_metadata", [True, False])
