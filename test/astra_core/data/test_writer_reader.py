@@ -38,7 +38,7 @@ def check_window(item: dict, written, window: int) -> None:
     assert item["instruction"] == written.instructions[ep]
     assert item["images"].dtype == torch.uint8 and item["images"].shape == (window, len(CAMERAS), *IMAGE_SIZE, 3)
     np.testing.assert_array_equal(item["images"][:n].numpy(), written.frames(ep)[start : start + n])
-    np.testing.assert_array_equal(item["actions"][:n].numpy(), written.actions(ep)[start : start + n].astype(np.float32))
+    np.testing.assert_array_equal(item["actions"][:n].numpy(), written.actions(ep)[start : start + n])  # exactly as recorded (float64)
     np.testing.assert_array_equal(item["proprio"][:n].numpy(), written.proprio(ep)[start : start + n].astype(np.float32))
     np.testing.assert_array_equal(item["timestamps"][:n].numpy(), written.timestamps[ep][start : start + n])
     assert item["step_mask"].tolist() == [True] * n + [False] * (window - n)
@@ -109,7 +109,7 @@ def test_dataloader_with_two_workers(small_dataset):
     for batch in loader:
         b = len(batch["instruction"])
         assert batch["images"].shape == (b, window, len(CAMERAS), *IMAGE_SIZE, 3) and batch["images"].dtype == torch.uint8
-        assert batch["actions"].shape == (b, window, 7) and batch["actions"].dtype == torch.float32
+        assert batch["actions"].shape == (b, window, 7) and batch["actions"].dtype == torch.float64
         assert batch["step_mask"].dtype == torch.bool and batch["proprio"].shape == (b, window, 3)
         for j in range(b):
             item = {k: v[j] for k, v in batch.items()}
