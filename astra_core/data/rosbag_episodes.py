@@ -246,7 +246,7 @@ class BagEpisodes:
         return instructions, markers
 
     def _windows(self, markers: list[tuple[int, Any]], instructions: list[tuple[int, str]]) -> list[Window]:
-        m, ep = self.mapping, self.mapping.episodes
+        ep = self.mapping.episodes
         truncated = f" (bag truncated: {self.source.truncated})" if self.source.truncated else ""
         windows: list[Window] = []
         dropped: list[Window] = []
