@@ -43,6 +43,11 @@ class NegativePlan:
     source_version: torch.Tensor  # (B, K) long: ORIGINAL or AUGMENTED for the foreign segments
     valid: torch.Tensor  # (B,) bool: the anchor has another trajectory to draw from
 
+    def first(self, count: int) -> "NegativePlan":
+        """The plan of the first ``count`` anchors only (their sources still range over the batch)."""
+        return NegativePlan(*(x[:count] for x in (self.source, self.state_from_source, self.action_from_source,
+                                                   self.anchor_version, self.source_version, self.valid)))
+
 
 def plan_negatives(
     step_mask: torch.Tensor,
@@ -113,10 +118,10 @@ def assemble_negatives(
     state_parts: tensors (2, B, T, M, ...) -- [original, augmented] per-token state tensors
                  (features, validity, ...), all taken from the same segments.
     actions:     (2, B, T, N)    -- [original, perturbed] actions in model form.
-    Returns the state tensors (B, K, T, M, ...) and actions (B, K, T, N).
+    Returns the state tensors (A, K, T, M, ...) and actions (A, K, T, N) for the plan's A anchors
+    (the first A trajectories of the batch; A = B unless the plan was cut with ``first``).
     """
-    _, B, T = actions.shape[:3]
-    K = plan.source.shape[1]
+    B, K = plan.source.shape
     device = actions.device
     anchor = torch.arange(B, device=device)[:, None].expand(B, K)
     source = plan.source.to(device)

@@ -78,12 +78,16 @@ class CDLConfig:
     temperature: float = 0.1  # InfoNCE temperature on cosine similarities (see training/cdl.py)
     normalize: bool = True  # cosine similarity; False + temperature 1 is the paper's raw f(x).f(y)
     replace_prob: float = 0.5  # chance that a segment of a negative comes from another trajectory
+    # CDL costs K + 2 trajectory encodings per anchor: at most this many anchors per batch (the
+    # first of the shuffled batch; negatives still come from the whole batch); 0 = every one.
+    max_anchors: int = 0
 
     def validate(self) -> None:
         _check(self.alpha >= 0, "cdl.alpha", self.alpha, ">= 0")
         _check(self.num_negatives >= 1, "cdl.num_negatives", self.num_negatives, ">= 1")
         _check(self.temperature > 0, "cdl.temperature", self.temperature, "> 0")
         _check(0.0 < self.replace_prob < 1.0, "cdl.replace_prob", self.replace_prob, "in (0, 1)")
+        _check(self.max_anchors >= 0, "cdl.max_anchors", self.max_anchors, ">= 0 (0 = every trajectory of the batch)")
 
 
 @dataclass

@@ -161,25 +161,28 @@ class AstraObjective(nn.Module):
         aug_actions = perturb_actions(actions, model.action_space, cfg.augment, step_mask, generator)
         aug_states = model.encode_states(aug_images, boxes, valid, inputs.get("proprio"), step_mask)
         plan = plan_negatives(step_mask, K, cfg.cdl.replace_prob, episodes, generator)
+        if 0 < cfg.cdl.max_anchors < B:
+            plan = plan.first(cfg.cdl.max_anchors)
         (neg_features, neg_valid), neg_actions = assemble_negatives(
             plan, [torch.stack([states.features, aug_states.features]), torch.stack([states.valid, aug_states.valid])],
             torch.stack([actions, aug_actions]),
         )
-        features = torch.cat([states.features, aug_states.features, neg_features.flatten(0, 1)])
-        token_valid = torch.cat([states.valid, aug_states.valid, neg_valid.flatten(0, 1)])
+        A = plan.source.shape[0]  # anchors
+        features = torch.cat([states.features[:A], aug_states.features[:A], neg_features.flatten(0, 1)])
+        token_valid = torch.cat([states.valid[:A], aug_states.valid[:A], neg_valid.flatten(0, 1)])
         # Trajectory encoding reads features and validity only (no readout, no coordinates).
         all_states = States(features, token_valid, features.new_zeros(*token_valid.shape, 2), torch.zeros_like(token_valid))
         # One encoder pass over anchors, positives and negatives (all share the anchor's prompt).
-        reps = K + 2
+        prompt, prompt_mask, step_mask = prompt[:A], prompt_mask[:A], step_mask[:A]
         embeddings = model.encode_trajectory(
             torch.cat([prompt, prompt, prompt.repeat_interleave(K, 0)]),
             torch.cat([prompt_mask, prompt_mask, prompt_mask.repeat_interleave(K, 0)]),
             all_states,
-            torch.cat([actions, aug_actions, neg_actions.flatten(0, 1)]),
+            torch.cat([actions[:A], aug_actions[:A], neg_actions.flatten(0, 1)]),
             torch.cat([step_mask, step_mask, step_mask.repeat_interleave(K, 0)]),
         )
-        assert embeddings.shape[0] == reps * B
-        anchor, positive, negatives = embeddings[:B], embeddings[B : 2 * B], embeddings[2 * B :].view(B, K, -1)
+        assert embeddings.shape[0] == (K + 2) * A
+        anchor, positive, negatives = embeddings[:A], embeddings[A : 2 * A], embeddings[2 * A :].view(A, K, -1)
         return info_nce(anchor, positive, negatives, cfg.cdl.temperature, cfg.cdl.normalize, weight=plan.valid.to(anchor.device))
 
 

@@ -165,3 +165,13 @@ def test_shifted_boxes_follow_the_shifted_image():
         expected, _ = boxes_from_mask((augmented[b, 0, 0, ..., 0] > 128).numpy().astype("uint8"), 1)
         torch.testing.assert_close(moved[b, 0, 0, 0], torch.from_numpy(expected[0]), atol=1e-6, rtol=0)
     assert still.all()
+
+
+def test_a_plan_cut_to_its_first_anchors_still_draws_from_the_whole_batch():
+    step_mask = torch.ones(B, T, dtype=torch.bool)
+    plan = plan_negatives(step_mask, num_negatives=3, generator=torch.Generator().manual_seed(5)).first(2)
+    tokens, actions = _tagged_batch()
+    (neg_tokens,), neg_actions = assemble_negatives(plan, [tokens], actions)
+    assert neg_tokens.shape == (2, 3, T, M, E) and neg_actions.shape == (2, 3, T, N)
+    sources = {_decode(v)[1] for v in neg_tokens[..., 0, 0].flatten().tolist()}
+    assert sources - {0, 1}, "foreign segments may come from trajectories beyond the anchors"

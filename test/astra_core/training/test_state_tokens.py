@@ -85,3 +85,14 @@ def test_proprio_requested_from_a_dataset_without_it_is_an_error(tmp_path, datas
     root = dataset_writer(tmp_path / "data", num_episodes=2, num_steps=4, cameras=("front",), image_size=16)
     with pytest.raises(ValueError, match="has no proprioception"):
         Trainer(config(root, tmp_path / "run", model={"preset": "tiny", "proprio": True}))
+
+
+def test_cdl_on_a_subset_of_anchors_trains(tmp_path, dataset_writer):
+    root = dataset_writer(tmp_path / "data", num_episodes=4, num_steps=6, cameras=("front",), image_size=16)
+    trainer = Trainer(config(root, tmp_path / "run", cdl={"alpha": 0.1, "num_negatives": 2, "max_anchors": 2}))
+    try:
+        trainer.fit()
+    finally:
+        trainer.close()
+    last = trainer.history[-1]
+    assert np.isfinite(last["cdl_loss"]) and 0.0 <= last["cdl_acc"] <= 1.0
