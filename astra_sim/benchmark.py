@@ -11,8 +11,8 @@ Suites (rows are overrides of ``config/train/tabletop_objects.yaml``; see ``SUIT
   queries (autoregressive), without both (Gato-like).
 * ``ladder``: what each part of the tabletop policy is worth: one pooled token per camera with
   per-dimension heads (the paper's ManiSkill setting), patch tokens with the pointer, object
-  tokens with heads, object tokens with the pointer (absolute, then relative place rotation),
-  and with CDL.
+  tokens with heads, object tokens with the pointer (absolute, then relative place rotation).
+  CDL is measured in ``ablations``.
 
 Every row and training seed trains on the same demonstrations (seeds 0 .. episodes-1) for the same
 number of optimizer steps and batch size, and is evaluated on the same held-out seeds (from
@@ -64,7 +64,6 @@ SUITES: dict[str, dict[str, list[str]]] = {
                                     "model.overrides.vision.hidden_sizes=[32,64,128,128]"],
         "objects + heads": ["cdl.alpha=0", "model.overrides.readout=heads"],
         "objects + pointer, absolute rotation": ["cdl.alpha=0", "model.overrides.place_rotation=absolute"],
-        "objects + pointer + cdl": ["cdl.alpha=0.1"],
     },
 }
 # What every row shares besides the budget (config/train/tabletop_objects.yaml has the rest).
