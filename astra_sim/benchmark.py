@@ -99,7 +99,9 @@ def run_one(row: str, overrides: list[str], seed: int, args: argparse.Namespace,
     run_dir = Path(args.out) / "runs" / slug(row) / f"seed{seed}"
     result_file = run_dir / "result.json"
     if result_file.is_file():
-        return json.loads(result_file.read_text())
+        result = json.loads(result_file.read_text())
+        check_same_budget(result, result_file, args)
+        return result
     run_dir.mkdir(parents=True, exist_ok=True)
     all_overrides = [*COMMON, *overrides, f"seed={seed}", f"batch_size={args.batch_size}", f"threads={args.threads}"]
     print(f"[benchmark] {row} / seed {seed}: training {args.steps} steps", file=sys.stderr, flush=True)
@@ -119,6 +121,20 @@ def run_one(row: str, overrides: list[str], seed: int, args: argparse.Namespace,
     result_file.write_text(json.dumps(result, indent=1) + "\n")
     # The checkpoint's weights are not kept (a few MB per run): the result and the curve are.
     return result
+
+
+def check_same_budget(result: dict[str, Any], where: Path, args: argparse.Namespace) -> None:
+    """A resumed run must have had this call's budget: rows trained for different numbers of steps,
+    batch sizes or evaluated on other episodes are not comparable, so mixing them is an error."""
+    overrides = result.get("overrides", [])
+    recorded = {"--steps": result["training"]["steps"],
+                "--batch-size": next((int(o.split("=", 1)[1]) for o in overrides if o.startswith("batch_size=")), None),
+                "--eval-per-task": max(result["evaluation"].get("episodes_by_task", {0: None}).values())}
+    wanted = {"--steps": args.steps, "--batch-size": args.batch_size, "--eval-per-task": args.eval_per_task}
+    differ = [f"{k} {recorded[k]} (now {wanted[k]})" for k in wanted if recorded[k] is not None and recorded[k] != wanted[k]]
+    if differ:
+        raise SystemExit(f"{where}: recorded with {', '.join(differ)}; use the same budget, another --out, "
+                         f"or delete that run to redo it")
 
 
 def slug(name: str) -> str:

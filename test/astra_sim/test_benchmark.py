@@ -54,3 +54,23 @@ def test_suites_name_the_papers_rows():
     assert list(SUITES["ablations"]) == ["astra+cdl", "astra", "causal attention", "autoregressive (no queries)",
                                          "gato-like (causal + autoregressive)"]
     assert list(SUITES["ladder"])[0] == "objects + pointer"
+
+
+def test_resuming_with_another_budget_is_refused(tmp_path):
+    import argparse
+    import json
+
+    from astra_sim.benchmark import run_one, slug
+
+    result = fake_result("astra", 0, {"place": 19, "rotate": 18})
+    result["training"]["steps"] = 600
+    result["overrides"] = ["batch_size=32"]
+    result["evaluation"]["episodes_by_task"] = {"place": 20, "rotate": 20}
+    run_dir = tmp_path / "runs" / slug("astra") / "seed0"
+    run_dir.mkdir(parents=True)
+    (run_dir / "result.json").write_text(json.dumps(result))
+    args = argparse.Namespace(out=str(tmp_path), steps=600, batch_size=32, eval_per_task=20, threads=1)
+    assert run_one("astra", [], 0, args, tmp_path / "data", set())["seed"] == 0  # same budget: reused, not rerun
+    args.steps = 1000
+    with pytest.raises(SystemExit, match=r"--steps 600 \(now 1000\)"):
+        run_one("astra", [], 0, args, tmp_path / "data", set())
