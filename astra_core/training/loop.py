@@ -22,6 +22,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -80,6 +81,13 @@ def build_model_config(cfg: TrainConfig, dataset_root: str | Path) -> AstraConfi
     model_cfg = AstraConfig.from_dict(merged)
     if cfg.data.window > model_cfg.max_timesteps:
         raise ValueError(f"data.window={cfg.data.window} exceeds the model's max_timesteps={model_cfg.max_timesteps}")
+    if cfg.data.window < model_cfg.max_timesteps:
+        # The runtime keeps up to max_timesteps steps of history, but training only ever shows
+        # windows of data.window steps: longer contexts (and the timestep embeddings past the
+        # window) would be untrained at run time. The checkpoint's context is what was trained.
+        print(f"[astra_core.train] model max_timesteps {model_cfg.max_timesteps} -> {cfg.data.window} "
+              f"(data.window): the runtime's context is the trained window", file=sys.stderr, flush=True)
+        model_cfg = AstraConfig.from_dict({**merged, "max_timesteps": cfg.data.window})
     return model_cfg
 
 

@@ -54,6 +54,27 @@ def test_streaming_equals_full_recompute(tiny_model_factory, kind, attention):
         assert stream.history_length <= model.cfg.max_timesteps
 
 
+def test_a_one_step_context_sees_only_the_current_step(tiny_model_factory):
+    """max_timesteps=1 (a model trained on one-step windows): every step starts a fresh context, so
+    a step's output is what a freshly reset policy gives for that observation alone."""
+    model = tiny_model_factory(action_space="continuous_pose6d", max_timesteps=1)
+    rng = np.random.default_rng(0)
+    frames = [{c: rng.integers(0, 256, (40, 48, 3), dtype=np.uint8) for c in model.camera_names} for _ in range(4)]
+    stream, full = AstraPolicy(model, "cpu"), FullRecomputePolicy(model, "cpu")
+    for policy in (stream, full):
+        policy.reset("pick up the red cube")
+    for obs in frames:
+        s, f = stream.step(obs), full.step(obs)
+        np.testing.assert_allclose(s.model_values, f.model_values, atol=1e-4)
+        for policy in (stream, full):
+            policy.record_executed(s.values + 0.1)
+        assert stream.history_length == 1
+        fresh = AstraPolicy(model, "cpu")
+        fresh.reset("pick up the red cube")
+        np.testing.assert_allclose(s.model_values, fresh.step(obs).model_values, atol=1e-5)
+    assert s.step == 3  # steps keep counting for the episode; only the context restarts
+
+
 STATE_KINDS = {
     "patches": {"state_tokens": "patches"},
     "objects": {"state_tokens": "objects", "max_objects": 3},

@@ -40,3 +40,18 @@ def test_epoch_batches_are_seeded_sharded_and_resumable():
     assert rank0.epoch(0, start=1) == a[1:]
     with pytest.raises(ValueError, match="cannot fill one batch"):
         EpochBatches(3, 4, seed=0)
+
+
+def test_the_model_is_built_for_the_window_it_trains_on(tiny_dataset):
+    """Windows shorter than the preset's max_timesteps shrink the model's context to the window:
+    the runtime must never attend over more steps (or use timestep embeddings) than training saw."""
+    from astra_core.training.loop import build_model_config
+
+    def config(window: int) -> TrainConfig:
+        return TrainConfig.from_dict({"data": {"root": str(tiny_dataset), "window": window},
+                                      "model": {"preset": "tiny", "overrides": {"max_timesteps": 4}}})
+
+    assert build_model_config(config(4), tiny_dataset).max_timesteps == 4
+    assert build_model_config(config(1), tiny_dataset).max_timesteps == 1
+    with pytest.raises(ValueError, match="exceeds the model's max_timesteps=4"):
+        build_model_config(config(5), tiny_dataset)
