@@ -1,8 +1,16 @@
-"""Train-and-evaluate benchmarks on the built-in tabletop, at an equal budget per row.
+"""Train-and-evaluate benchmarks at an equal budget per row, on the built-in tabletop or any simulator.
 
     python -m astra_sim.benchmark --suite ablations [--seeds 0 1 2] [--steps 1000] [--episodes 2000]
                                   [--eval-per-task 100] [--out results/ablations_tabletop] [--rows ...]
     python -m astra_sim.benchmark --suite ladder --seeds 0 ...
+    python -m astra_sim.benchmark --suite ablations --env metaworld --env-option task=reach \
+        --env-option 'cameras=["corner"]' --episodes 200 --steps 1000 --eval-per-task 50
+
+On the tabletop the rows override ``config/train/tabletop_objects.yaml`` and each row is evaluated
+on all four task kinds; on another simulator (``--env``, its options as for ``astra_sim.demos``)
+they override ``config/train/pose_objects.yaml`` and are evaluated on the task of ``--env-option
+task=...``, and the default output is ``results/<suite>_<env>_<task>``. The ``ladder`` suite is
+tabletop-only (its rows swap tabletop presets).
 
 Suites (rows are overrides of ``config/train/tabletop_objects.yaml``; see ``SUITES``):
 
@@ -38,6 +46,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from astra_sim.demos import add_env_arguments, env_options_from_args
 from astra_sim.evaluate import DEFAULT_EVAL_SEED, evaluate_tasks, rate_with_ci, training_seeds
 from astra_sim.train_tabletop import (DEFAULT_TRAIN_CONFIG, ENV_OPTIONS, REPO_ROOT, final_checkpoint, git_revision,
                                       hardware, prepare_demos, train)
@@ -66,6 +75,7 @@ SUITES: dict[str, dict[str, list[str]]] = {
         "objects + pointer, absolute rotation": ["cdl.alpha=0", "model.overrides.place_rotation=absolute"],
     },
 }
+POSE_TRAIN_CONFIG = REPO_ROOT / "config" / "train" / "pose_objects.yaml"
 # What every row shares besides the budget (config/train/tabletop_objects.yaml has the rest).
 COMMON = ["val_every=0", "progress_bar=false"]
 
@@ -109,7 +119,8 @@ def run_one(row: str, overrides: list[str], seed: int, args: argparse.Namespace,
     checkpoint = final_checkpoint(run_dir / "train")
     model = load_checkpoint(checkpoint, "cpu")
     policy = AstraPolicy(model, "cpu")
-    evaluation = evaluate_tasks(policy, ENV_OPTIONS, args.eval_per_task, args.eval_seed, train_seeds)
+    evaluation = evaluate_tasks(policy, args.env_options, args.eval_per_task, args.eval_seed, train_seeds,
+                                env_name=args.env, tasks=args.tasks)
     curve = [(r["step"], r["bc_loss"]) for r in map(json.loads, (run_dir / "train" / "metrics.jsonl").read_text().splitlines())
              if "bc_loss" in r and "split" not in r]
     result = {
@@ -190,7 +201,9 @@ def aggregate(results: list[dict[str, Any]], rows: list[str]) -> dict[str, Any]:
 def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
     rows = summary["rows"]
     tasks = sorted({t for r in rows.values() for t in r["by_task"]})
-    lines = [f"# {meta['suite']} on the built-in tabletop", "",
+    where = "the built-in tabletop" if meta.get("env", "tabletop") == "tabletop" else \
+        f"{meta['env']} {meta.get('env_options', {}).get('task', '')}".rstrip()
+    lines = [f"# {meta['suite']} on {where}", "",
              f"`{meta['command']}`", "",
              f"Git {meta['git']['commit']}{' (dirty)' if meta['git']['dirty'] else ''}; {meta['hardware']['cpu']}, "
              f"{meta['hardware']['cores']} cores, {meta['threads']} torch thread(s); budget per run: {meta['steps']} steps "
@@ -246,6 +259,28 @@ def plots(summary: dict[str, Any], results: list[dict[str, Any]], out: Path) -> 
     plt.close(fig)
 
 
+def configure_env(args: argparse.Namespace) -> None:
+    """Fill in ``args.env_options``, ``args.tasks`` (evaluation: task -> env options) and the
+    default training config for the environment the benchmark runs on."""
+    options = env_options_from_args(args)
+    if args.env == "tabletop":
+        args.env_options, args.tasks = {**ENV_OPTIONS, **options}, None  # None: the four task kinds
+        args.train_config = args.train_config or str(DEFAULT_TRAIN_CONFIG)
+        return
+    if args.suite == "ladder":
+        raise ValueError("--suite ladder swaps tabletop presets: it runs on --env tabletop only")
+    if "task" not in options:
+        raise ValueError(f"--env {args.env}: name the task with --env-option task=...")
+    args.env_options, args.tasks = options, {str(options["task"]): {}}
+    args.train_config = args.train_config or str(POSE_TRAIN_CONFIG)
+
+
+def default_out_name(args: argparse.Namespace) -> str:
+    if args.env == "tabletop":
+        return f"{args.suite}_tabletop"
+    return f"{args.suite}_{slug(args.env)}_{slug(str(args.env_options['task']))}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from astra_core.threads import configure_threads
 
@@ -259,24 +294,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--episodes", type=int, default=2000, help="expert demonstrations (seeds 0..episodes-1)")
     parser.add_argument("--eval-per-task", type=int, default=100)
     parser.add_argument("--eval-seed", type=int, default=DEFAULT_EVAL_SEED)
-    parser.add_argument("--train-config", default=str(DEFAULT_TRAIN_CONFIG))
+    parser.add_argument("--train-config", default=None,
+                        help="default: config/train/tabletop_objects.yaml (other simulators: pose_objects.yaml)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: auto)")
-    parser.add_argument("--out", default=None, help="default: results/<suite>_tabletop")
+    parser.add_argument("--out", default=None, help="default: results/<suite>_tabletop (results/<suite>_<env>_<task>)")
     parser.add_argument("--data", default=None, help="demonstrations directory (default: OUT/data)")
+    add_env_arguments(parser)
     args = parser.parse_args(argv)
     args.threads = configure_threads(args.threads, "astra_sim.benchmark")
+    try:
+        configure_env(args)
+    except ValueError as exc:
+        parser.error(str(exc))
     suite = SUITES[args.suite]
     rows = args.rows or list(suite)
     unknown = [r for r in rows if r not in suite]
     if unknown:
         parser.error(f"unknown rows {unknown}; the suite has {list(suite)}")
-    out = Path(args.out or REPO_ROOT / "results" / f"{args.suite}_tabletop")
+    out = Path(args.out or REPO_ROOT / "results" / default_out_name(args))
     out.mkdir(parents=True, exist_ok=True)
     args.out = str(out)
     revision = git_revision()
 
     data_dir = Path(args.data) if args.data else out / "data"
-    recording = {"env": "tabletop", "env_options": ENV_OPTIONS, "episodes": args.episodes, "seed": 0}
+    recording = {"env": args.env, "env_options": args.env_options, "episodes": args.episodes, "seed": 0}
     prepare_demos(data_dir, recording)
     train_seeds = training_seeds(data_dir)
     t0 = time.perf_counter()
@@ -287,7 +328,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     order = [r for r in suite if any(res["row"] == r for res in results)]
     summary = aggregate(results, order)
     meta = {
-        "suite": args.suite, "command": " ".join(["python -m astra_sim.benchmark", *(argv or sys.argv[1:])]),
+        "suite": args.suite, "env": args.env, "env_options": args.env_options,
+        "command": " ".join(["python -m astra_sim.benchmark", *(argv or sys.argv[1:])]),
         "git": revision, "hardware": hardware(), "threads": args.threads, "steps": args.steps,
         "batch_size": args.batch_size, "episodes": args.episodes, "eval_per_task": args.eval_per_task,
         "eval_seeds": [args.eval_seed, args.eval_seed + args.eval_per_task], "wall_seconds_this_call": round(time.perf_counter() - t0, 1),

@@ -74,3 +74,26 @@ def test_resuming_with_another_budget_is_refused(tmp_path):
     args.steps = 1000
     with pytest.raises(SystemExit, match=r"--steps 600 \(now 1000\)"):
         run_one("astra", [], 0, args, tmp_path / "data", set())
+
+
+def test_other_simulators_need_a_task_and_get_their_own_config_and_folder():
+    import argparse
+
+    from astra_sim.benchmark import configure_env, default_out_name
+
+    def args(suite, env, *options):
+        return argparse.Namespace(suite=suite, env=env, env_option=list(options), image_size=None, cameras=None,
+                                  train_config=None)
+
+    mw = args("ablations", "metaworld", "task=reach", 'cameras=["corner"]')
+    configure_env(mw)
+    assert mw.env_options == {"task": "reach", "cameras": ["corner"]} and mw.tasks == {"reach": {}}
+    assert mw.train_config.endswith("pose_objects.yaml") and default_out_name(mw) == "ablations_metaworld_reach"
+    tabletop = args("ablations", "tabletop")
+    configure_env(tabletop)
+    assert tabletop.tasks is None and tabletop.env_options == {"image_size": 96, "action_bins": 64}
+    assert tabletop.train_config.endswith("tabletop_objects.yaml") and default_out_name(tabletop) == "ablations_tabletop"
+    with pytest.raises(ValueError, match="task="):
+        configure_env(args("ablations", "maniskill"))
+    with pytest.raises(ValueError, match="tabletop only"):
+        configure_env(args("ladder", "maniskill", "task=PickCube-v1"))
