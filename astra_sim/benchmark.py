@@ -124,7 +124,7 @@ def run_one(row: str, overrides: list[str], seed: int, args: argparse.Namespace,
     curve = [(r["step"], r["bc_loss"]) for r in map(json.loads, (run_dir / "train" / "metrics.jsonl").read_text().splitlines())
              if "bc_loss" in r and "split" not in r]
     result = {
-        "row": row, "seed": seed, "overrides": all_overrides, "training": training,
+        "row": row, "seed": seed, "git": args.git, "overrides": all_overrides, "training": training,
         "parameters": count_parameters(model),
         "evaluation": {k: v for k, v in evaluation.items() if k not in ("latencies_ms",)},
         "curve": curve,
@@ -314,7 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out or REPO_ROOT / "results" / default_out_name(args))
     out.mkdir(parents=True, exist_ok=True)
     args.out = str(out)
-    revision = git_revision()
+    revision = args.git = git_revision()  # taken before any run starts: the code each run trains with
 
     data_dir = Path(args.data) if args.data else out / "data"
     recording = {"env": args.env, "env_options": args.env_options, "episodes": args.episodes, "seed": 0}

@@ -109,7 +109,8 @@ CODE_PATHS = ("astra_core", "astra_sim", "config", "scripts/setup.sh")
 
 def git_revision() -> dict[str, Any]:
     def git(*args: str) -> str:
-        return subprocess.run(["git", *args], capture_output=True, text=True, cwd=REPO_ROOT).stdout.strip()
+        # rstrip only: a porcelain status line starts with a space (" M path") that is part of it
+        return subprocess.run(["git", *args], capture_output=True, text=True, cwd=REPO_ROOT).stdout.rstrip()
 
     changed = git("status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS).splitlines()
     return {"commit": git("rev-parse", "HEAD") or None, "dirty": bool(changed),
