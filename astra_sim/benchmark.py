@@ -12,7 +12,7 @@ they override ``config/train/pose_objects.yaml`` and are evaluated on the task o
 task=...``, and the default output is ``results/<suite>_<env>_<task>``. The ``ladder`` suite is
 tabletop-only (its rows swap tabletop presets).
 
-Suites (rows are overrides of ``config/train/tabletop_objects.yaml``; see ``SUITES``):
+Suites (rows are overrides of the training config; see ``SUITES``):
 
 * ``ablations``: the rows of the paper's Table 4 on our best state tokens and readout (object
   tokens, pointer): Astra + CDL, Astra, without trajectory attention (causal), without action
@@ -76,7 +76,7 @@ SUITES: dict[str, dict[str, list[str]]] = {
     },
 }
 POSE_TRAIN_CONFIG = REPO_ROOT / "config" / "train" / "pose_objects.yaml"
-# What every row shares besides the budget (config/train/tabletop_objects.yaml has the rest).
+# What every row shares besides the budget (the training config has the rest).
 COMMON = ["val_every=0", "progress_bar=false"]
 
 
@@ -137,10 +137,10 @@ def run_one(row: str, overrides: list[str], seed: int, args: argparse.Namespace,
 def check_same_budget(result: dict[str, Any], where: Path, args: argparse.Namespace) -> None:
     """A resumed run must have had this call's budget: rows trained for different numbers of steps,
     batch sizes or evaluated on other episodes are not comparable, so mixing them is an error."""
-    overrides = result.get("overrides", [])
-    recorded = {"--steps": result["training"]["steps"],
-                "--batch-size": next((int(o.split("=", 1)[1]) for o in overrides if o.startswith("batch_size=")), None),
-                "--eval-per-task": max(result["evaluation"].get("episodes_by_task", {0: None}).values())}
+    batch = [int(o.split("=", 1)[1]) for o in result.get("overrides", []) if o.startswith("batch_size=")]
+    per_task = result["evaluation"].get("episodes_by_task")
+    recorded = {"--steps": result["training"]["steps"], "--batch-size": batch[-1] if batch else None,
+                "--eval-per-task": max(per_task.values()) if per_task else None}
     wanted = {"--steps": args.steps, "--batch-size": args.batch_size, "--eval-per-task": args.eval_per_task}
     differ = [f"{k} {recorded[k]} (now {wanted[k]})" for k in wanted if recorded[k] is not None and recorded[k] != wanted[k]]
     if differ:
