@@ -48,8 +48,8 @@ import numpy as np
 
 from astra_sim.demos import add_env_arguments, env_options_from_args
 from astra_sim.evaluate import DEFAULT_EVAL_SEED, evaluate_tasks, rate_with_ci, training_seeds
-from astra_sim.train_tabletop import (DEFAULT_TRAIN_CONFIG, ENV_OPTIONS, REPO_ROOT, final_checkpoint, git_revision,
-                                      hardware, prepare_demos, train)
+from astra_sim.train_tabletop import (DEFAULT_TRAIN_CONFIG, ENV_OPTIONS, REPO_ROOT, command_line, final_checkpoint,
+                                      git_revision, hardware, prepare_demos, train)
 
 # suite -> row -> overrides of config/train/tabletop_objects.yaml (the first row is the reference)
 SUITES: dict[str, dict[str, list[str]]] = {
@@ -329,7 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary = aggregate(results, order)
     meta = {
         "suite": args.suite, "env": args.env, "env_options": args.env_options,
-        "command": " ".join(["python -m astra_sim.benchmark", *(argv or sys.argv[1:])]),
+        "command": command_line("astra_sim.benchmark", argv),
         "git": revision, "hardware": hardware(), "threads": args.threads, "steps": args.steps,
         "batch_size": args.batch_size, "episodes": args.episodes, "eval_per_task": args.eval_per_task,
         "eval_seeds": [args.eval_seed, args.eval_seed + args.eval_per_task], "wall_seconds_this_call": round(time.perf_counter() - t0, 1),

@@ -23,7 +23,7 @@ from typing import Sequence
 
 from astra_sim.demos import add_env_arguments, env_options_from_args
 from astra_sim.evaluate import DEFAULT_EVAL_SEED, brief, evaluate_tasks, format_table, training_seeds
-from astra_sim.train_tabletop import REPO_ROOT, final_checkpoint, git_revision, hardware, prepare_demos, train
+from astra_sim.train_tabletop import REPO_ROOT, command_line, final_checkpoint, git_revision, hardware, prepare_demos, train
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -61,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     evaluation = evaluate_tasks(AstraPolicy.from_checkpoint(checkpoint, "cpu"), options, args.eval_episodes,
                                 args.eval_seed, training_seeds(out / "data"), env_name=args.env, tasks={task: {}})
     summary = {
-        "command": " ".join(["python -m astra_sim.train_env", *(argv or sys.argv[1:])]),
+        "command": command_line("astra_sim.train_env", argv),
         "git": revision, "hardware": hardware(), "env": {"name": args.env, "options": options},
         "dataset": {k: dataset.get(k) for k in ("episodes", "steps", "seeds", "expert_success_rate", "seconds", "reused")},
         "training": training, "checkpoint": str(checkpoint), "evaluation": brief(evaluation),

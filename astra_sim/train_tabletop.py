@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import sys
@@ -117,6 +118,11 @@ def git_revision() -> dict[str, Any]:
             "uncommitted": sorted(line[3:] for line in changed)}  # which files, to judge if they matter
 
 
+def command_line(module: str, argv: Sequence[str] | None = None) -> str:
+    """The command that reproduces this run, quoted so that it can be pasted into a shell."""
+    return shlex.join(["python", "-m", module, *(sys.argv[1:] if argv is None else argv)])
+
+
 def hardware() -> dict[str, Any]:
     import torch
 
@@ -187,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     policy = AstraPolicy.from_checkpoint(checkpoint, "cpu")
     evaluation = evaluate_tasks(policy, ENV_OPTIONS, args.eval_per_task, args.eval_seed, train_seeds)
     summary = {
-        "command": " ".join([Path(sys.executable).name, "-m", "astra_sim.train_tabletop", *(argv or sys.argv[1:])]),
+        "command": command_line("astra_sim.train_tabletop", argv),
         "git": revision,
         "hardware": hardware(),
         "env": {"name": "tabletop", "options": ENV_OPTIONS},

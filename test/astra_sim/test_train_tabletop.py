@@ -1,5 +1,6 @@
 """The git revision a result records names exactly the files that were changed."""
 
+import shlex
 import subprocess
 
 import astra_sim.train_tabletop as train_tabletop
@@ -20,3 +21,11 @@ def test_uncommitted_files_are_named_exactly(tmp_path, monkeypatch):
     revision = train_tabletop.git_revision()
     assert revision["dirty"] is True and revision["uncommitted"] == ["astra_sim/benchmark.py"]
     assert len(revision["commit"]) == 40
+
+
+def test_the_recorded_command_pastes_back_into_a_shell():
+    # Row names have spaces and brackets, env options carry JSON: joined with plain spaces the
+    # command in results.md could not be run again.
+    argv = ["--rows", "gato-like (causal + autoregressive)", "--env-option", 'cameras=["corner"]']
+    command = train_tabletop.command_line("astra_sim.benchmark", argv)
+    assert shlex.split(command) == ["python", "-m", "astra_sim.benchmark", *argv]
