@@ -51,7 +51,7 @@ from astra_sim.evaluate import DEFAULT_EVAL_SEED, evaluate_tasks, rate_with_ci, 
 from astra_sim.train_tabletop import (DEFAULT_TRAIN_CONFIG, ENV_OPTIONS, REPO_ROOT, command_line, final_checkpoint,
                                       git_revision, hardware, prepare_demos, train)
 
-# suite -> row -> overrides of config/train/tabletop_objects.yaml (the first row is the reference)
+# suite -> row -> overrides of the training config (the first row is the reference)
 SUITES: dict[str, dict[str, list[str]]] = {
     "ablations": {
         # CDL over 8 anchors of each batch of 32 (cdl.max_anchors): each anchor costs 6 trajectory

@@ -1,4 +1,5 @@
-"""The git revision a result records names exactly the files that were changed."""
+"""The provenance a result records: the git revision names exactly the files that were changed,
+and the command can be run again."""
 
 import shlex
 import subprocess
